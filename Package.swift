@@ -1,0 +1,43 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Settings every Swift target shares; system-library targets take none.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "Turnstile",
+    products: [
+        .library(name: "TurnstileCore", targets: ["TurnstileCore"]),
+        .library(name: "TurnstileIngest", targets: ["TurnstileIngest"]),
+        .executable(name: "turnstile", targets: ["turnstile"]),
+    ],
+    targets: [
+        // C libraries, each wrapped by exactly one Swift module.
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+
+        // The only importer of CCrypto: HMAC, Ed25519, SHA-256, constant-time compare, strict decoding.
+        .target(name: "TurnstileCrypto", dependencies: ["CCrypto"]),
+        // Pure Swift values: JSON, time, config, deliveries, outcomes, schema checks.
+        .target(name: "TurnstileCore"),
+        // Signature schemes and the verifier (stage 1 of the pipeline).
+        .target(name: "TurnstileIngest", dependencies: ["TurnstileCore", "TurnstileCrypto"]),
+        // Command types; the executable only calls into this.
+        .target(name: "TurnstileCLI", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileCrypto"]),
+        .executableTarget(name: "turnstile", dependencies: ["TurnstileCLI"]),
+
+        .testTarget(name: "TurnstileCryptoTests", dependencies: ["TurnstileCrypto"]),
+        .testTarget(name: "TurnstileCoreTests", dependencies: ["TurnstileCore"]),
+        .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
+        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
+
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + swiftSettings
+}

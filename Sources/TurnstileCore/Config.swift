@@ -1,0 +1,291 @@
+import Foundation
+
+/// The receiver's configuration, loaded from the JSON file `schemas/config.schema.json` describes.
+public struct TurnstileConfig: Sendable {
+    /// Path of the file it came from.
+    public var file: String
+    public var store: StoreLocation
+    public var listen: String
+    public var maxBodyBytes: Int
+    /// Providers in the order the file lists them.
+    public var providers: [ProviderConfig]
+    public var handlers: [HandlerConfig]
+
+    public func provider(named name: String) -> ProviderConfig? {
+        providers.first { $0.name == name }
+    }
+
+    public static let defaultMaxBodyBytes = 5 * 1024 * 1024
+}
+
+/// Where events, nonces and the archive are kept.
+public enum StoreLocation: Sendable, Hashable, CustomStringConvertible {
+    case sqlite(path: String)
+    case postgres(url: String)
+
+    public var description: String {
+        switch self {
+        case .sqlite(let path): "sqlite:\(path)"
+        case .postgres: "postgres://<redacted>"
+        }
+    }
+}
+
+/// One provider entry: its route name, its scheme, its secrets and time windows.
+public struct ProviderConfig: Sendable {
+    /// The route name (`POST /webhooks/<name>`) and the first part of event types.
+    public var name: String
+    /// The verifier: `synthflow`, `autify`, `sync`, `standard-webhooks`, `stripe`, `github` or `hmac`.
+    public var scheme: String
+    /// Secrets, tried in order.
+    public var secrets: [Secret]
+    public var toleranceSeconds: Int?
+    public var maxFutureSkewSeconds: Int?
+    public var maxAgeSeconds: Int?
+    public var retentionSeconds: Int?
+    /// The generic scheme's description (only with scheme `hmac`).
+    public var hmac: JSONObject?
+    /// Synthflow inbound calls: the answer sent when no responding handler answers in time.
+    public var inboundDefaultAnswer: JSONValue?
+    /// The key path of this entry in the file, for error messages (`providers.sync`).
+    public var fieldPath: String { "providers.\(name)" }
+
+    public static let defaultRetentionSeconds = 2_592_000
+}
+
+/// A built-in handler of the standalone receiver.
+public struct HandlerConfig: Sendable, Hashable {
+    public var name: String
+    public var type: String
+    public var path: String?
+    public var events: [String]
+}
+
+/// A resolved secret. Knows where it came from; `description` never shows the value.
+public struct Secret: Sendable, Hashable, CustomStringConvertible {
+    /// `env:NAME` or `file:PATH`, as written in the config.
+    public let reference: String
+    /// The secret's bytes (the string as UTF-8).
+    public let value: [UInt8]
+
+    public init(reference: String, value: [UInt8]) {
+        self.reference = reference
+        self.value = value
+    }
+
+    /// The value as text.
+    public var text: String { String(decoding: value, as: UTF8.self) }
+
+    public var description: String { "Secret(\(reference))" }
+}
+
+extension TurnstileConfig {
+    /// Loads, schema-checks and resolves the config at `path`.
+    ///
+    /// - Parameters:
+    ///   - environment: variables for `env:` references (the process environment by default);
+    ///     an `env_file` named in the config fills in names the environment lacks.
+    /// - Throws: ``InputError`` naming the file, line or key path and what is wrong. Secret values never
+    ///   appear in it.
+    public static func load(
+        path: String, environment: [String: String]? = nil, schemas: SchemaCatalog? = nil
+    ) throws(InputError) -> TurnstileConfig {
+        let bytes = try FileInput.read(path, limit: 1 << 20)
+        let document: JSONValue
+        do { document = try JSONParser.parse(bytes) } catch {
+            throw InputError(.invalidJSON, "not valid JSON: \(error.message)", file: path,
+                             line: FileInput.lineNumber(ofOffset: error.offset, in: bytes))
+        }
+        let catalog: SchemaCatalog
+        if let schemas { catalog = schemas } else { catalog = try SchemaCatalog.shared() }
+        try catalog.schema("config").validate(document, file: path)
+        var reader = ConfigReader(file: path, environment: environment ?? ProcessInfo.processInfo.environment)
+        return try reader.read(document)
+    }
+}
+
+/// Turns a schema-valid config document into ``TurnstileConfig``, resolving secrets.
+struct ConfigReader {
+    let file: String
+    var environment: [String: String]
+    let folder: URL
+
+    init(file: String, environment: [String: String]) {
+        self.file = file
+        self.environment = environment
+        self.folder = URL(fileURLWithPath: file).deletingLastPathComponent()
+    }
+
+    func fail(_ code: InputError.Code, _ message: String, at field: String) -> InputError {
+        InputError(code, message, file: file, field: field)
+    }
+
+    mutating func read(_ document: JSONValue) throws(InputError) -> TurnstileConfig {
+        if let envFile = document["env_file"]?.stringValue {
+            let path = resolvePath(envFile)
+            for (name, value) in try DotEnv.read(path) where environment[name] == nil {
+                environment[name] = value
+            }
+        }
+        let store = try readStore(document["store"]?.stringValue ?? "sqlite:./turnstile.db")
+        var providers: [ProviderConfig] = []
+        for (name, entry) in document["providers"]?.objectValue ?? JSONObject() {
+            providers.append(try readProvider(name: name, entry))
+        }
+        var handlers: [HandlerConfig] = []
+        var handlerNames = Set<String>()
+        for (index, entry) in (document["handlers"]?.arrayValue ?? []).enumerated() {
+            let name = entry["name"]?.stringValue ?? ""
+            guard handlerNames.insert(name).inserted else {
+                throw fail(.invalidValue, "handler name \"\(name)\" is used twice", at: "handlers[\(index)].name")
+            }
+            let type = entry["type"]?.stringValue ?? ""
+            let path = entry["path"]?.stringValue.map(resolvePath)
+            if type == "jsonl" && path == nil {
+                throw fail(.invalidValue, "a jsonl handler needs a path", at: "handlers[\(index)].path")
+            }
+            handlers.append(HandlerConfig(name: name, type: type, path: path,
+                                          events: (entry["events"]?.arrayValue ?? []).compactMap(\.stringValue)))
+        }
+        return TurnstileConfig(
+            file: file, store: store, listen: document["listen"]?.stringValue ?? "127.0.0.1:8080",
+            maxBodyBytes: Int(document["max_body_bytes"]?.numberValue?.int64Value ?? Int64(TurnstileConfig.defaultMaxBodyBytes)),
+            providers: providers, handlers: handlers)
+    }
+
+    /// A relative path is relative to the config file's folder.
+    func resolvePath(_ path: String) -> String {
+        path.hasPrefix("/") ? path : folder.appendingPathComponent(path).standardizedFileURL.path
+    }
+
+    func readStore(_ text: String) throws(InputError) -> StoreLocation {
+        if text.hasPrefix("sqlite:") {
+            let path = String(text.dropFirst("sqlite:".count))
+            guard !path.isEmpty else { throw fail(.invalidValue, "sqlite: needs a file path", at: "store") }
+            // The contract: a relative store path is relative to the working directory.
+            return .sqlite(path: path)
+        }
+        if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") { return .postgres(url: text) }
+        throw fail(.invalidValue, "store must be sqlite:PATH or a postgres:// URL", at: "store")
+    }
+
+    func readProvider(name: String, _ entry: JSONValue) throws(InputError) -> ProviderConfig {
+        let path = "providers.\(name)"
+        guard !name.isEmpty, name.utf8.allSatisfy({ byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+        }) else {
+            throw fail(.invalidValue, "a provider name may use only letters, digits, '-' and '_' (it is a URL path segment)", at: path)
+        }
+        let scheme = entry["scheme"]?.stringValue ?? ""
+        var secrets: [Secret] = []
+        for (index, reference) in (entry["secrets"]?.arrayValue ?? []).enumerated() {
+            secrets.append(try readSecret(reference.stringValue ?? "", at: "\(path).secrets[\(index)]"))
+        }
+        func seconds(_ key: String) -> Int? { entry[key]?.numberValue?.int64Value.map { Int($0) } }
+        let hmac = entry["hmac"]?.objectValue
+        if scheme == "hmac" && hmac == nil {
+            throw fail(.invalidValue, "scheme hmac needs an \"hmac\" object describing the signature", at: "\(path).hmac")
+        }
+        if scheme != "hmac" && hmac != nil {
+            throw fail(.invalidValue, "\"hmac\" is only for scheme hmac (this provider uses \(scheme))", at: "\(path).hmac")
+        }
+        let inboundDefault = entry["inbound_default_answer"]
+        if inboundDefault != nil && scheme != "synthflow" {
+            throw fail(.invalidValue, "inbound_default_answer is only for scheme synthflow", at: "\(path).inbound_default_answer")
+        }
+        return ProviderConfig(
+            name: name, scheme: scheme, secrets: secrets, toleranceSeconds: seconds("tolerance_seconds"),
+            maxFutureSkewSeconds: seconds("max_future_skew_seconds"), maxAgeSeconds: seconds("max_age_seconds"),
+            retentionSeconds: seconds("retention_seconds"), hmac: hmac, inboundDefaultAnswer: inboundDefault)
+    }
+
+    func readSecret(_ reference: String, at field: String) throws(InputError) -> Secret {
+        if reference.hasPrefix("env:") {
+            let name = String(reference.dropFirst(4))
+            guard DotEnv.isValidName(name) else {
+                throw fail(.invalidValue, "\"env:\" must be followed by a variable name", at: field)
+            }
+            guard let value = environment[name] else {
+                throw fail(.missingSecret, "environment variable \(name) is not set", at: field)
+            }
+            guard !value.isEmpty else { throw fail(.invalidSecret, "environment variable \(name) is empty", at: field) }
+            return Secret(reference: reference, value: Array(value.utf8))
+        }
+        if reference.hasPrefix("file:") {
+            let given = String(reference.dropFirst(5))
+            guard !given.isEmpty else { throw fail(.invalidValue, "\"file:\" must be followed by a path", at: field) }
+            let path = resolvePath(given)
+            var bytes: [UInt8]
+            do { bytes = try FileInput.read(path, limit: 64 * 1024) } catch {
+                throw fail(.missingSecret, "secret file \(path) cannot be read: \(error.message)", at: field)
+            }
+            if bytes.last == 0x0a {
+                bytes.removeLast()
+                if bytes.last == 0x0d { bytes.removeLast() }
+            }
+            guard !bytes.isEmpty else { throw fail(.invalidSecret, "secret file \(path) is empty", at: field) }
+            return Secret(reference: reference, value: bytes)
+        }
+        throw fail(.invalidValue, "a secret must be env:NAME or file:PATH (secrets are never written in the config itself)", at: field)
+    }
+}
+
+/// `KEY=VALUE` files, as `env_file` names them: `#` comments, blank lines, optional `export `, and
+/// values optionally in single or double quotes.
+public enum DotEnv {
+    public static func read(_ path: String) throws(InputError) -> [(String, String)] {
+        let bytes = try FileInput.read(path, limit: 1 << 20)
+        var pairs: [(String, String)] = []
+        for (index, rawLine) in String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = rawLine.trimmingCharacters(in: .whitespaces)
+            if line.hasSuffix("\r") { line.removeLast() }
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("export ") { line = String(line.dropFirst(7)) }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw InputError(.invalidValue, "expected NAME=VALUE", file: path, line: index + 1)
+            }
+            let name = String(line[..<equals])
+            guard isValidName(name) else {
+                throw InputError(.invalidValue, "\"\(name)\" is not a variable name", file: path, line: index + 1)
+            }
+            var value = String(line[line.index(after: equals)...])
+            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
+                value = String(value.dropFirst().dropLast())
+            }
+            pairs.append((name, value))
+        }
+        return pairs
+    }
+
+    public static func isValidName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, !(first >= 0x30 && first <= 0x39) else { return false }
+        return name.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x5f }
+    }
+}
+
+/// Reading input files with a size limit and errors that name the file.
+public enum FileInput {
+    /// The whole file, refusing one larger than `limit` bytes.
+    public static func read(_ path: String, limit: Int) throws(InputError) -> [UInt8] {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            let exists = FileManager.default.fileExists(atPath: path)
+            throw InputError(.unreadableFile, exists ? "file cannot be opened" : "no such file", file: path)
+        }
+        defer { try? handle.close() }
+        let data: Data?
+        do { data = try handle.read(upToCount: limit + 1) } catch {
+            throw InputError(.unreadableFile, "read failed: \(error.localizedDescription)", file: path)
+        }
+        let bytes = [UInt8](data ?? Data())
+        guard bytes.count <= limit else {
+            throw InputError(.invalidValue, "file is larger than \(limit) bytes", file: path)
+        }
+        return bytes
+    }
+
+    /// The 1-based line on which byte `offset` of `bytes` lies.
+    public static func lineNumber(ofOffset offset: Int, in bytes: [UInt8]) -> Int {
+        1 + bytes.prefix(max(0, min(offset, bytes.count))).reduce(0) { $0 + ($1 == 0x0a ? 1 : 0) }
+    }
+}

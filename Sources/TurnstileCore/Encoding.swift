@@ -1,0 +1,135 @@
+/// Text that is not well-formed hex or base64.
+public struct EncodingError: Error, Hashable, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Strict hex and base64 codecs: malformed text is an error, never a shorter value.
+public enum Hex {
+    private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// Lower-case hex of `bytes`.
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.underestimatedCount * 2)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Decodes hex of either case; odd length or any other character throws.
+    public static func decode(_ text: some StringProtocol) throws(EncodingError) -> [UInt8] {
+        let utf8 = text.utf8
+        guard utf8.count % 2 == 0 else { throw EncodingError("hex has an odd number of digits") }
+        var out = [UInt8]()
+        out.reserveCapacity(utf8.count / 2)
+        var high: UInt8? = nil
+        for character in utf8 {
+            guard let nibble = value(of: character) else {
+                throw EncodingError("hex has a character that is not a hex digit")
+            }
+            if let h = high {
+                out.append(h << 4 | nibble)
+                high = nil
+            } else {
+                high = nibble
+            }
+        }
+        return out
+    }
+
+    @inline(__always)
+    static func value(of character: UInt8) -> UInt8? {
+        switch character {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): character - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): character - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): character - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+/// Standard base64 (RFC 4648 section 4) with padding required and no whitespace.
+public enum Base64 {
+    private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+    private static let reverse: [UInt8] = {
+        var table = [UInt8](repeating: 0xff, count: 256)
+        for (index, character) in alphabet.enumerated() { table[Int(character)] = UInt8(index) }
+        return table
+    }()
+
+    /// Padded standard base64 of `bytes`.
+    public static func encode(_ bytes: some Collection<UInt8>) -> String {
+        let input = Array(bytes)
+        var out = [UInt8]()
+        out.reserveCapacity((input.count + 2) / 3 * 4)
+        var index = 0
+        while index + 3 <= input.count {
+            let chunk = UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8 | UInt32(input[index + 2])
+            out.append(alphabet[Int(chunk >> 18 & 63)])
+            out.append(alphabet[Int(chunk >> 12 & 63)])
+            out.append(alphabet[Int(chunk >> 6 & 63)])
+            out.append(alphabet[Int(chunk & 63)])
+            index += 3
+        }
+        let rest = input.count - index
+        if rest == 1 {
+            let chunk = UInt32(input[index]) << 16
+            out.append(alphabet[Int(chunk >> 18 & 63)])
+            out.append(alphabet[Int(chunk >> 12 & 63)])
+            out.append(UInt8(ascii: "="))
+            out.append(UInt8(ascii: "="))
+        } else if rest == 2 {
+            let chunk = UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8
+            out.append(alphabet[Int(chunk >> 18 & 63)])
+            out.append(alphabet[Int(chunk >> 12 & 63)])
+            out.append(alphabet[Int(chunk >> 6 & 63)])
+            out.append(UInt8(ascii: "="))
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Decodes padded standard base64. Wrong length, a foreign character, misplaced padding
+    /// or non-zero unused bits all throw.
+    public static func decode(_ text: some StringProtocol) throws(EncodingError) -> [UInt8] {
+        let input = Array(text.utf8)
+        guard !input.isEmpty else { return [] }
+        guard input.count % 4 == 0 else {
+            throw EncodingError("base64 length is not a multiple of 4")
+        }
+        var padding = 0
+        if input[input.count - 1] == UInt8(ascii: "=") { padding += 1 }
+        if input[input.count - 2] == UInt8(ascii: "=") { padding += 1 }
+        var out = [UInt8]()
+        out.reserveCapacity(input.count / 4 * 3)
+        var index = 0
+        while index < input.count {
+            let isLast = index + 4 == input.count
+            var chunk: UInt32 = 0
+            for offset in 0..<4 {
+                let character = input[index + offset]
+                if isLast && offset >= 4 - padding {
+                    chunk <<= 6
+                    continue
+                }
+                let value = reverse[Int(character)]
+                guard value != 0xff else {
+                    throw EncodingError("base64 has a character outside its alphabet")
+                }
+                chunk = chunk << 6 | UInt32(value)
+            }
+            out.append(UInt8(chunk >> 16 & 0xff))
+            if !(isLast && padding == 2) { out.append(UInt8(chunk >> 8 & 0xff)) }
+            if !(isLast && padding >= 1) { out.append(UInt8(chunk & 0xff)) }
+            if isLast {
+                let unused: UInt32 = padding == 2 ? chunk & 0xffff : padding == 1 ? chunk & 0xff : 0
+                guard unused == 0 else { throw EncodingError("base64 has non-zero padding bits") }
+            }
+            index += 4
+        }
+        return out
+    }
+}

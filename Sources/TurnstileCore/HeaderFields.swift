@@ -1,0 +1,42 @@
+/// Request headers as received: names compare case-insensitively, values are kept exactly.
+public struct HeaderFields: Sendable, Hashable, Sequence {
+    public struct Field: Sendable, Hashable {
+        public let name: String
+        public let value: String
+        /// `name` lower-cased (ASCII), for look-ups.
+        public let canonicalName: String
+    }
+
+    public private(set) var fields: [Field] = []
+
+    public init() {}
+
+    public init(_ pairs: [(String, String)]) {
+        for (name, value) in pairs { append(name: name, value: value) }
+    }
+
+    public mutating func append(name: String, value: String) {
+        fields.append(Field(name: name, value: value, canonicalName: HeaderFields.canonical(name)))
+    }
+
+    /// The first value of the header `name` (any case), or nil.
+    public subscript(name: String) -> String? {
+        let wanted = HeaderFields.canonical(name)
+        return fields.first { $0.canonicalName == wanted }?.value
+    }
+
+    /// Every value of the header `name` (any case), in order.
+    public func values(_ name: String) -> [String] {
+        let wanted = HeaderFields.canonical(name)
+        return fields.filter { $0.canonicalName == wanted }.map(\.value)
+    }
+
+    public func makeIterator() -> IndexingIterator<[Field]> { fields.makeIterator() }
+
+    public var count: Int { fields.count }
+
+    static func canonical(_ name: String) -> String {
+        if !name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5a }) { return name }
+        return String(decoding: name.utf8.map { $0 >= 0x41 && $0 <= 0x5a ? $0 + 0x20 : $0 }, as: UTF8.self)
+    }
+}

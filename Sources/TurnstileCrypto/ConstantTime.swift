@@ -1,0 +1,16 @@
+internal import CCrypto
+
+/// Comparison whose time does not depend on where two byte strings differ.
+public enum ConstantTime {
+    /// True when `lhs` and `rhs` hold the same bytes. Lengths are compared first (a length is not secret);
+    /// equal-length contents are compared with `CRYPTO_memcmp`.
+    public static func equals(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        if lhs.isEmpty { return true }
+        return lhs.withUnsafeBytes { left in
+            rhs.withUnsafeBytes { right in
+                CRYPTO_memcmp(left.baseAddress, right.baseAddress, left.count) == 0
+            }
+        }
+    }
+}
