@@ -1,0 +1,76 @@
+public import TurnstileCore
+import TurnstileCrypto
+
+/// Stage 1 of the pipeline: routes a delivery to its provider's verifier, after the size limit.
+///
+/// Built once from config; every secret is derived and every window checked at that moment, so a bad
+/// config fails at start-up and not on the first delivery.
+public struct Ingest: Sendable {
+    public let maxBodyBytes: Int
+    private let schemes: [String: SchemeVerifier]
+    /// Provider names in config order.
+    public let providerNames: [String]
+
+    /// - Throws: ``InputError`` for a secret that cannot be right, an unknown scheme, or a nonce retention
+    ///   shorter than the window a delivery can still pass the timestamp checks.
+    public init(config: TurnstileConfig) throws(InputError) {
+        try CryptoLibraryCheck.run()
+        var schemes: [String: SchemeVerifier] = [:]
+        for provider in config.providers {
+            let verifier = try SchemeVerifier(config: provider, file: config.file)
+            try Ingest.checkRetention(provider, verifier: verifier, file: config.file)
+            schemes[provider.name] = verifier
+        }
+        self.schemes = schemes
+        self.providerNames = config.providers.map(\.name)
+        self.maxBodyBytes = config.maxBodyBytes
+    }
+
+    /// The verifier of `provider`, if configured.
+    public func scheme(for provider: String) -> SchemeVerifier? { schemes[provider] }
+
+    /// Verifies one delivery at `now`: `unknown_provider`, `body_too_large`, or the scheme's verdict.
+    public func verify(provider: String, headers: HeaderFields, body: [UInt8], now: Instant) -> Result<VerifiedDelivery, Rejection> {
+        guard let scheme = schemes[provider] else {
+            return .failure(Rejection(.unknownProvider, "no provider named \"\(provider)\" is configured"))
+        }
+        guard body.count <= maxBodyBytes else {
+            return .failure(Rejection(.bodyTooLarge, "the body is \(body.count) bytes; max_body_bytes is \(maxBodyBytes)"))
+        }
+        return scheme.verify(headers: headers, body: body, now: now)
+    }
+
+    /// Verifies a stored delivery, at its `received_at` unless `now` is given.
+    public func verify(_ delivery: Delivery, now: Instant? = nil, clock: any WallClock = SystemWallClock()) -> Result<VerifiedDelivery, Rejection> {
+        verify(provider: delivery.provider, headers: delivery.headers, body: delivery.body,
+               now: now ?? delivery.receivedAt ?? clock.now())
+    }
+
+    /// Refuses a retention shorter than the time a delivery bearing a nonce could still pass the timestamp checks.
+    static func checkRetention(_ provider: ProviderConfig, verifier: SchemeVerifier, file: String) throws(InputError) {
+        let retention = provider.retentionSeconds ?? ProviderConfig.defaultRetentionSeconds
+        if let window = verifier.replayWindowSeconds, retention < window {
+            let parts = verifier.spec.timestampIsPayloadAge
+                ? "max_age_seconds \(verifier.maxAgeSeconds) + max_future_skew_seconds \(verifier.maxFutureSkewSeconds)"
+                : "tolerance_seconds \(verifier.toleranceSeconds) + max_future_skew_seconds \(verifier.maxFutureSkewSeconds)"
+            throw InputError(
+                .retentionTooShort,
+                "provider \(provider.name): retention_seconds \(retention) is shorter than the \(window) seconds a delivery can still pass the timestamp checks (\(parts))",
+                file: file, field: "\(provider.fieldPath).retention_seconds")
+        }
+        if verifier.replayWindowSeconds == nil, retention <= 0 {
+            throw InputError(
+                .retentionTooShort,
+                "provider \(provider.name): scheme \(provider.scheme) signs no timestamp, so nonces are its only replay defence; retention_seconds must be positive",
+                file: file, field: "\(provider.fieldPath).retention_seconds")
+        }
+    }
+}
+
+enum CryptoLibraryCheck {
+    static func run() throws(InputError) {
+        do { try CryptoLibrary.checkVersion() } catch {
+            throw InputError(.invalidValue, error.message)
+        }
+    }
+}

@@ -1,0 +1,367 @@
+public import TurnstileCore
+import TurnstileCrypto
+
+/// The verifier of every built-in scheme and of the generic `hmac` scheme: a ``SchemeSpec`` plus the
+/// provider's prepared keys and time windows.
+public struct SchemeVerifier: SignatureScheme {
+    public let provider: String
+    public let spec: SchemeSpec
+    let keys: [VerificationKey]
+    /// How old a signed header timestamp may be.
+    public let toleranceSeconds: Int
+    /// How far ahead of now a signed timestamp may be.
+    public let maxFutureSkewSeconds: Int
+    /// How old a signed payload timestamp (Autify's `finished_at`) may be.
+    public let maxAgeSeconds: Int
+    /// First components of every body path the spec reads, scanned in one pass.
+    private let topLevelKeys: [String]
+
+    public static let defaultToleranceSeconds = 300
+    public static let defaultMaxAgeSeconds = 259_200
+
+    /// Prepares the verifier for `config`, deriving every secret's key once.
+    /// - Throws: ``InputError`` for a secret that cannot be right or a bad generic description.
+    public init(config: ProviderConfig, file: String? = nil) throws(InputError) {
+        let spec: SchemeSpec
+        if config.scheme == "hmac" {
+            spec = try SchemeSpec.generic(config.hmac ?? JSONObject(), file: file, field: "\(config.fieldPath).hmac")
+        } else if let preset = SchemePresets.spec(named: config.scheme) {
+            spec = preset
+        } else {
+            throw InputError(.invalidValue, "unknown scheme \"\(config.scheme)\"", file: file, field: "\(config.fieldPath).scheme")
+        }
+        guard !config.secrets.isEmpty else {
+            throw InputError(.invalidSecret, "at least one secret is needed", file: file, field: "\(config.fieldPath).secrets")
+        }
+        var keys: [VerificationKey] = []
+        for (index, secret) in config.secrets.enumerated() {
+            keys.append(try VerificationKey.derive(secret, spec: spec, file: file, field: "\(config.fieldPath).secrets[\(index)]"))
+        }
+        self.init(provider: config.name, spec: spec, keys: keys,
+                  toleranceSeconds: config.toleranceSeconds ?? Self.defaultToleranceSeconds,
+                  maxFutureSkewSeconds: config.maxFutureSkewSeconds ?? spec.defaultFutureSkewSeconds,
+                  maxAgeSeconds: config.maxAgeSeconds ?? Self.defaultMaxAgeSeconds)
+    }
+
+    init(provider: String, spec: SchemeSpec, keys: [VerificationKey], toleranceSeconds: Int,
+         maxFutureSkewSeconds: Int, maxAgeSeconds: Int) {
+        self.provider = provider
+        self.spec = spec
+        self.keys = keys
+        self.toleranceSeconds = toleranceSeconds
+        self.maxFutureSkewSeconds = maxFutureSkewSeconds
+        self.maxAgeSeconds = maxAgeSeconds
+        self.topLevelKeys = spec.bodyPaths.reduce(into: [String]()) { keys, path in
+            if let first = path.first, !keys.contains(first) { keys.append(first) }
+        }
+    }
+
+    /// The longest time after a delivery is sent that it can still pass the timestamp checks, or nil when
+    /// the scheme signs no timestamp (then only the nonce table stops a replay).
+    public var replayWindowSeconds: Int? {
+        switch spec.timestamp {
+        case .none: nil
+        case .json: (spec.timestampIsPayloadAge ? maxAgeSeconds : toleranceSeconds) + maxFutureSkewSeconds
+        case .header, .signatureEntry: toleranceSeconds + maxFutureSkewSeconds
+        }
+    }
+
+    public func verify(headers: HeaderFields, body: [UInt8], now: Instant) -> Result<VerifiedDelivery, Rejection> {
+        body.withUnsafeBytes { raw in
+            Result { () throws(Rejection) -> VerifiedDelivery in try verify(headers: headers, raw: raw, now: now) }
+        }
+    }
+
+    private func verify(headers: HeaderFields, raw: UnsafeRawBufferPointer, now: Instant) throws(Rejection) -> VerifiedDelivery {
+        // 1. The signature header, under any of the scheme's spellings.
+        guard let (set, headerValue) = findSignatureHeader(headers) else {
+            let names = spec.headerSets.map(\.signature).joined(separator: ", ")
+            throw Rejection(.missingSignature, "no \(names) header")
+        }
+        let parsed = try ParsedSignature.parse(headerValue, format: spec.format, encoding: spec.encoding,
+                                               macLength: spec.algorithm.outputByteCount)
+
+        // 2. The timestamp and id that are part of the signed bytes.
+        var timestampText: Substring? = nil
+        switch spec.timestamp {
+        case .header:
+            guard let name = set.timestamp, let value = headers[name] else {
+                throw Rejection(.malformedSignature, "no \(set.timestamp ?? "timestamp") header")
+            }
+            timestampText = value.trimmingOWS()
+        case .signatureEntry:
+            guard let value = parsed.timestamp else { throw Rejection(.malformedSignature, "the signature header has no timestamp entry") }
+            timestampText = value
+        case .none, .json:
+            break
+        }
+        var signedAt: Instant? = nil
+        if let timestampText {
+            guard let seconds = parseUnixSeconds(timestampText) else {
+                throw Rejection(.malformedSignature, "the signed timestamp is not unix seconds")
+            }
+            signedAt = Instant(secondsSince1970: Double(seconds))
+        }
+        var id: String? = nil
+        if let idHeader = set.id {
+            id = headers[idHeader].map { String($0.trimmingOWS()) }
+            if spec.signed == .idDotTimestampDotBody, id?.isEmpty ?? true {
+                throw Rejection(.malformedSignature, "no \(idHeader) header, which the signature covers")
+            }
+        }
+        var body = BodyView(raw: raw, topLevelKeys: topLevelKeys)
+
+        // 3. The signed bytes, and the match against every entry under every secret.
+        var signedField: String? = nil
+        if case .jsonString(let paths) = spec.signed {
+            signedField = try body.firstScalar(paths, what: "the signed value").value
+        }
+        let message = SignedMessage(content: spec.signed, timestamp: timestampText, id: id, field: signedField)
+        var usedFallback = false
+        var match = firstMatch(parsed.entries, message: message, body: raw)
+        if match == nil, spec.stringifyFallback, let value = try? JSONParser.parse(raw) {
+            let stringified = value.javaScriptStringified()
+            if !stringified.elementsEqual(raw) {
+                match = stringified.withUnsafeBytes { firstMatch(parsed.entries, message: message, body: $0) }
+                usedFallback = match != nil
+            }
+        }
+        guard let match else {
+            throw Rejection(.invalidSignature, "no signature entry matched under any of the \(keys.count) configured secret\(keys.count == 1 ? "" : "s")")
+        }
+
+        // 4. What the event is, and which one.
+        let kind = try eventKind(&body, headers: headers, set: set)
+        var identity: [String] = []
+        for part in spec.identity {
+            switch part {
+            case .kind: identity.append(kind ?? "event")
+            case .header:
+                guard let id, !id.isEmpty else { throw Rejection(.malformedPayload, "no \(set.id ?? "id") header to key the event on") }
+                identity.append(id)
+            case .json(let paths):
+                identity.append(try body.firstScalar(paths, what: "the event identity").value)
+            }
+        }
+        if spec.identity.isEmpty {
+            identity.append(Hex.encode(SHA256.hash(raw)))
+        }
+
+        // 5. Timestamps, checked only once the signature has vouched for them.
+        if case .json(let path) = spec.timestamp {
+            signedAt = try body.instant(at: path)
+        }
+        if let signedAt {
+            let window = spec.timestampIsPayloadAge ? maxAgeSeconds : toleranceSeconds
+            let age = now.secondsSince1970 - signedAt.secondsSince1970
+            if age > Double(window) {
+                throw Rejection(.staleTimestamp, "signed \(Int(age)) s before now; at most \(window) s allowed")
+            }
+            if -age > Double(maxFutureSkewSeconds) {
+                throw Rejection(.futureTimestamp, "signed \(Int(-age)) s after now; at most \(maxFutureSkewSeconds) s allowed")
+            }
+        }
+        return VerifiedDelivery(
+            provider: provider, kind: kind, eventType: "\(provider).\(kind ?? "event")",
+            eventKey: identity.joined(separator: ":"), signedAt: signedAt, secretIndex: match.secretIndex,
+            signature: match.signature, signatureHeader: set.signatureHeaderSpelling(in: headers),
+            usedStringifyFallback: usedFallback)
+    }
+
+    private func findSignatureHeader(_ headers: HeaderFields) -> (HeaderSet, String)? {
+        for set in spec.headerSets {
+            if let value = headers[set.signature] { return (set, value) }
+        }
+        return nil
+    }
+
+    private struct Match {
+        let secretIndex: Int
+        let signature: [UInt8]
+    }
+
+    private func firstMatch(_ entries: [ParsedSignature.Entry], message: SignedMessage, body: UnsafeRawBufferPointer) -> Match? {
+        var contiguous: [UInt8]? = nil
+        for (index, key) in keys.enumerated() {
+            switch key {
+            case .hmac(let hmac):
+                let code = hmac.authenticationCode { message.feed(into: &$0, body: body) }
+                for entry in entries where entry.kind == .hmac && ConstantTime.equals(code, entry.bytes) {
+                    return Match(secretIndex: index, signature: entry.bytes)
+                }
+            case .ed25519(let publicKey, _):
+                for entry in entries where entry.kind == .ed25519 {
+                    if contiguous == nil { contiguous = message.bytes(body: body) }
+                    if publicKey.isValidSignature(entry.bytes, for: contiguous!) {
+                        return Match(secretIndex: index, signature: entry.bytes)
+                    }
+                }
+            }
+        }
+        return nil
+    }
+
+    private func eventKind(_ body: inout BodyView, headers: HeaderFields, set: HeaderSet) throws(Rejection) -> String? {
+        switch spec.kind {
+        case .none:
+            return nil
+        case .header:
+            return set.eventType.flatMap { headers[$0] }.map { String($0.trimmingOWS()) }.flatMap { $0.isEmpty ? nil : $0 }
+        case .json(let path):
+            return (try? body.field(path))??.stringValue.flatMap { $0.isEmpty ? nil : $0 }
+        case .rules(let rules):
+            for rule in rules where try body.matches(rule.test) { return rule.kind }
+            throw Rejection(.malformedPayload, "the body matches none of the shapes of \(spec.name) events (\(Set(rules.map(\.kind)).sorted().joined(separator: ", ")))")
+        }
+    }
+}
+
+extension HeaderSet {
+    /// The signature header's name as the sender spelled it.
+    func signatureHeaderSpelling(in headers: HeaderFields) -> String {
+        let wanted = signature.lowercased()
+        return headers.first { $0.canonicalName == wanted }?.name ?? signature
+    }
+}
+
+extension SchemeSpec {
+    /// Every body path the spec reads.
+    var bodyPaths: [[String]] {
+        var paths: [[String]] = []
+        if case .jsonString(let list) = signed { paths += list }
+        if case .json(let path) = timestamp { paths.append(path) }
+        switch kind {
+        case .json(let path): paths.append(path)
+        case .rules(let rules):
+            for rule in rules {
+                switch rule.test {
+                case .present(let path), .object(let path), .equals(let path, _), .hasPrefix(let path, _): paths.append(path)
+                case .always: break
+                }
+            }
+        default: break
+        }
+        for case .json(let list) in identity { paths += list }
+        return paths
+    }
+}
+
+/// The bytes a signature covers, fed to HMAC in pieces so that nothing is concatenated.
+struct SignedMessage {
+    let content: SignedContent
+    let timestamp: Substring?
+    let id: String?
+    let field: String?
+
+    func feed(into stream: inout HMACStream, body: UnsafeRawBufferPointer) {
+        switch content {
+        case .body:
+            stream.update(body)
+        case .timestampDotBody:
+            stream.update(String(timestamp ?? ""))
+            stream.update(".")
+            stream.update(body)
+        case .idDotTimestampDotBody:
+            stream.update(id ?? "")
+            stream.update(".")
+            stream.update(String(timestamp ?? ""))
+            stream.update(".")
+            stream.update(body)
+        case .jsonString:
+            stream.update(field ?? "")
+        }
+    }
+
+    func bytes(body: UnsafeRawBufferPointer) -> [UInt8] {
+        switch content {
+        case .body: Array(body)
+        case .timestampDotBody: Array((timestamp ?? "").utf8) + [0x2e] + Array(body)
+        case .idDotTimestampDotBody: Array("\(id ?? "").\(timestamp ?? "")".utf8) + [0x2e] + Array(body)
+        case .jsonString: Array((field ?? "").utf8)
+        }
+    }
+}
+
+/// Lazy access to the fields of a JSON body: the top-level keys a scheme reads are found in one scan.
+struct BodyView {
+    let raw: UnsafeRawBufferPointer
+    let topLevelKeys: [String]
+    private var top: Result<[JSONField?], JSONError>? = nil
+
+    init(raw: UnsafeRawBufferPointer, topLevelKeys: [String]) {
+        self.raw = raw
+        self.topLevelKeys = topLevelKeys
+    }
+
+    mutating func field(_ path: [String]) throws(JSONError) -> JSONField? {
+        guard let first = path.first else { return nil }
+        guard let index = topLevelKeys.firstIndex(of: first) else { return try JSONScanner.field(at: path, in: raw) }
+        if top == nil {
+            top = Result { () throws(JSONError) in try JSONScanner.fields(topLevelKeys, in: raw) }
+        }
+        var current = try top!.get()[index]
+        for key in path.dropFirst() {
+            guard case .object(let range) = current else { return nil }
+            current = try JSONScanner.fields([key], in: raw, object: range)[0]
+        }
+        return current
+    }
+
+    /// The first of `paths` holding a non-empty string or a number, as text.
+    mutating func firstScalar(_ paths: [[String]], what: String) throws(Rejection) -> (value: String, path: [String]) {
+        for path in paths {
+            let found: JSONField?
+            do { found = try field(path) } catch {
+                throw Rejection(.malformedPayload, "the body is not a readable JSON object (\(error)), so \(what) cannot be read")
+            }
+            switch found {
+            case .string(let text) where !text.isEmpty: return (text, path)
+            case .number(let text): return (text, path)
+            default: continue
+            }
+        }
+        let names = paths.map { $0.joined(separator: ".") }.joined(separator: " or ")
+        throw Rejection(.malformedPayload, "the body has no \(names) for \(what)")
+    }
+
+    mutating func matches(_ test: KindRule.Test) throws(Rejection) -> Bool {
+        func lookup(_ path: [String]) throws(Rejection) -> JSONField? {
+            do { return try field(path) } catch {
+                throw Rejection(.malformedPayload, "the body is not a readable JSON object (\(error))")
+            }
+        }
+        switch test {
+        case .always: return true
+        case .present(let path):
+            let value = try lookup(path)
+            return value != nil && value != .null
+        case .object(let path):
+            if case .object = try lookup(path) { return true }
+            return false
+        case .equals(let path, let expected):
+            return try lookup(path)?.stringValue == expected
+        case .hasPrefix(let path, let prefix):
+            return try lookup(path)?.stringValue?.hasPrefix(prefix) ?? false
+        }
+    }
+
+    mutating func instant(at path: [String]) throws(Rejection) -> Instant {
+        let name = path.joined(separator: ".")
+        let value: JSONField?
+        do { value = try field(path) } catch {
+            throw Rejection(.malformedPayload, "the body is not a readable JSON object (\(error)), so \(name) cannot be read")
+        }
+        switch value {
+        case .string(let text):
+            guard let instant = Instant(iso8601: text) else {
+                throw Rejection(.malformedPayload, "\(name) is not an RFC 3339 date-time")
+            }
+            return instant
+        case .number(let text):
+            guard let seconds = Double(text) else { throw Rejection(.malformedPayload, "\(name) is not unix seconds") }
+            return Instant(secondsSince1970: seconds)
+        default:
+            throw Rejection(.malformedPayload, "the body has no \(name), the signed timestamp")
+        }
+    }
+}
