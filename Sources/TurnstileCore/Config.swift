@@ -11,6 +11,16 @@ public struct TurnstileConfig: Sendable {
     public var providers: [ProviderConfig]
     public var handlers: [HandlerConfig]
 
+    public init(file: String, store: StoreLocation = .sqlite(path: "./turnstile.db"), listen: String = "127.0.0.1:8080",
+                maxBodyBytes: Int = TurnstileConfig.defaultMaxBodyBytes, providers: [ProviderConfig], handlers: [HandlerConfig] = []) {
+        self.file = file
+        self.store = store
+        self.listen = listen
+        self.maxBodyBytes = maxBodyBytes
+        self.providers = providers
+        self.handlers = handlers
+    }
+
     public func provider(named name: String) -> ProviderConfig? {
         providers.first { $0.name == name }
     }
@@ -47,6 +57,20 @@ public struct ProviderConfig: Sendable {
     public var hmac: JSONObject?
     /// Synthflow inbound calls: the answer sent when no responding handler answers in time.
     public var inboundDefaultAnswer: JSONValue?
+    public init(name: String, scheme: String, secrets: [Secret], toleranceSeconds: Int? = nil,
+                maxFutureSkewSeconds: Int? = nil, maxAgeSeconds: Int? = nil, retentionSeconds: Int? = nil,
+                hmac: JSONObject? = nil, inboundDefaultAnswer: JSONValue? = nil) {
+        self.name = name
+        self.scheme = scheme
+        self.secrets = secrets
+        self.toleranceSeconds = toleranceSeconds
+        self.maxFutureSkewSeconds = maxFutureSkewSeconds
+        self.maxAgeSeconds = maxAgeSeconds
+        self.retentionSeconds = retentionSeconds
+        self.hmac = hmac
+        self.inboundDefaultAnswer = inboundDefaultAnswer
+    }
+
     /// The key path of this entry in the file, for error messages (`providers.sync`).
     public var fieldPath: String { "providers.\(name)" }
 

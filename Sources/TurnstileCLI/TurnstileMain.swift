@@ -1,0 +1,78 @@
+import TurnstileCore
+
+/// One `turnstile` subcommand: a static spec (name, options, help), validation in `init`, work in `run`.
+protocol TurnstileCommand {
+    static var spec: CommandSpec { get }
+    /// Checks the parsed arguments; throws ``UsageError`` for anything wrong.
+    init(_ arguments: ParsedArguments) throws(UsageError)
+    /// Runs the command and returns its exit status.
+    func run(console: any Console) async throws -> Int32
+}
+
+/// Exit statuses fixed by the contract.
+public enum ExitStatus {
+    public static let success: Int32 = 0
+    /// `--check` found a delivery whose outcome differs from its `expect`.
+    public static let checkFailed: Int32 = 1
+    /// Bad usage, or an unreadable or invalid config or input file.
+    public static let usage: Int32 = 2
+    /// The work itself failed (a store or I/O failure that is not the input's fault).
+    public static let failure: Int32 = 3
+}
+
+/// The `turnstile` command line: parses, runs, and maps every error to a message and an exit status
+/// in one place.
+public enum TurnstileMain {
+    static var commands: [any TurnstileCommand.Type] { [VerifyCommand.self, SignCommand.self, BenchCommand.self] }
+
+    /// The top-level help.
+    public static var helpText: String {
+        var lines = ["OVERVIEW: Turnstile receives signed webhooks, lets each genuine event through once, and hands it to typed handlers.",
+                     "", "USAGE: turnstile <command> [options]", "", "COMMANDS:"]
+        let width = commands.map { $0.spec.name.count }.max() ?? 0
+        for command in commands {
+            lines.append("  \(command.spec.name)" + String(repeating: " ", count: width - command.spec.name.count + 2) + command.spec.abstract)
+        }
+        lines += ["", "See 'turnstile <command> --help' for a command's options."]
+        return lines.joined(separator: "\n")
+    }
+
+    /// Runs `arguments` (without the program name) and returns the exit status.
+    public static func main(arguments: [String], console: any Console = StandardConsole()) async -> Int32 {
+        let status = await dispatch(arguments, console: console)
+        console.flush()
+        return status
+    }
+
+    private static func dispatch(_ arguments: [String], console: any Console) async -> Int32 {
+        guard let name = arguments.first else {
+            console.err(helpText)
+            return ExitStatus.usage
+        }
+        if name == "--help" || name == "-h" || name == "help" {
+            console.out(helpText)
+            return ExitStatus.success
+        }
+        guard let command = commands.first(where: { $0.spec.name == name }) else {
+            console.err("turnstile: unknown command \"\(name)\" (commands: \(commands.map { $0.spec.name }.joined(separator: ", ")))")
+            return ExitStatus.usage
+        }
+        do {
+            let parsed = try ParsedArguments.parse(Array(arguments.dropFirst()), for: command.spec)
+            if parsed.wantsHelp {
+                console.out(command.spec.helpText)
+                return ExitStatus.success
+            }
+            return try await command.init(parsed).run(console: console)
+        } catch let error as UsageError {
+            console.err("turnstile \(name): \(error.message)")
+            return ExitStatus.usage
+        } catch let error as InputError {
+            console.err("turnstile \(name): \(error)")
+            return ExitStatus.usage
+        } catch {
+            console.err("turnstile \(name): \(error)")
+            return ExitStatus.failure
+        }
+    }
+}
