@@ -22,21 +22,18 @@ public enum Hex {
 
     /// Decodes hex of either case; odd length or any other character throws.
     public static func decode(_ text: some StringProtocol) throws(EncodingError) -> [UInt8] {
-        let utf8 = text.utf8
-        guard utf8.count % 2 == 0 else { throw EncodingError("hex has an odd number of digits") }
-        var out = [UInt8]()
-        out.reserveCapacity(utf8.count / 2)
-        var high: UInt8? = nil
-        for character in utf8 {
-            guard let nibble = value(of: character) else {
+        try Array(text.utf8).withBytes { raw throws(EncodingError) in try decode(bytes: raw) }
+    }
+
+    /// Decodes hex digits given as ASCII bytes.
+    public static func decode(bytes: UnsafeRawBufferPointer) throws(EncodingError) -> [UInt8] {
+        guard bytes.count % 2 == 0 else { throw EncodingError("hex has an odd number of digits") }
+        var out = [UInt8](repeating: 0, count: bytes.count / 2)
+        for index in 0..<out.count {
+            guard let high = value(of: bytes[2 * index]), let low = value(of: bytes[2 * index + 1]) else {
                 throw EncodingError("hex has a character that is not a hex digit")
             }
-            if let h = high {
-                out.append(h << 4 | nibble)
-                high = nil
-            } else {
-                high = nibble
-            }
+            out[index] = high << 4 | low
         }
         return out
     }
@@ -55,11 +52,6 @@ public enum Hex {
 /// Standard base64 (RFC 4648 section 4) with padding required and no whitespace.
 public enum Base64 {
     private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-    private static let reverse: [UInt8] = {
-        var table = [UInt8](repeating: 0xff, count: 256)
-        for (index, character) in alphabet.enumerated() { table[Int(character)] = UInt8(index) }
-        return table
-    }()
 
     /// Padded standard base64 of `bytes`.
     public static func encode(_ bytes: some Collection<UInt8>) -> String {
@@ -95,7 +87,11 @@ public enum Base64 {
     /// Decodes padded standard base64. Wrong length, a foreign character, misplaced padding
     /// or non-zero unused bits all throw.
     public static func decode(_ text: some StringProtocol) throws(EncodingError) -> [UInt8] {
-        let input = Array(text.utf8)
+        try Array(text.utf8).withBytes { raw throws(EncodingError) in try decode(bytes: raw) }
+    }
+
+    /// Decodes padded standard base64 given as ASCII bytes.
+    public static func decode(bytes input: UnsafeRawBufferPointer) throws(EncodingError) -> [UInt8] {
         guard !input.isEmpty else { return [] }
         guard input.count % 4 == 0 else {
             throw EncodingError("base64 length is not a multiple of 4")
@@ -103,33 +99,55 @@ public enum Base64 {
         var padding = 0
         if input[input.count - 1] == UInt8(ascii: "=") { padding += 1 }
         if input[input.count - 2] == UInt8(ascii: "=") { padding += 1 }
-        var out = [UInt8]()
-        out.reserveCapacity(input.count / 4 * 3)
-        var index = 0
-        while index < input.count {
-            let isLast = index + 4 == input.count
-            var chunk: UInt32 = 0
-            for offset in 0..<4 {
-                let character = input[index + offset]
-                if isLast && offset >= 4 - padding {
-                    chunk <<= 6
-                    continue
+        let count = input.count / 4 * 3 - padding
+        var failure: EncodingError? = nil
+        let out = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            var index = 0
+            var written = 0
+            while index < input.count {
+                let isLast = index + 4 == input.count
+                var chunk: UInt32 = 0
+                for offset in 0..<4 {
+                    if isLast && offset >= 4 - padding {
+                        chunk <<= 6
+                        continue
+                    }
+                    guard let value = sextet(input[index + offset]) else {
+                        failure = EncodingError("base64 has a character outside its alphabet")
+                        initialized = 0
+                        return
+                    }
+                    chunk = chunk << 6 | UInt32(value)
                 }
-                let value = reverse[Int(character)]
-                guard value != 0xff else {
-                    throw EncodingError("base64 has a character outside its alphabet")
+                buffer[written] = UInt8(truncatingIfNeeded: chunk >> 16)
+                written += 1
+                if !(isLast && padding == 2) { buffer[written] = UInt8(truncatingIfNeeded: chunk >> 8); written += 1 }
+                if !(isLast && padding >= 1) { buffer[written] = UInt8(truncatingIfNeeded: chunk); written += 1 }
+                if isLast {
+                    let unused: UInt32 = padding == 2 ? chunk & 0xffff : padding == 1 ? chunk & 0xff : 0
+                    if unused != 0 {
+                        failure = EncodingError("base64 has non-zero padding bits")
+                        initialized = 0
+                        return
+                    }
                 }
-                chunk = chunk << 6 | UInt32(value)
+                index += 4
             }
-            out.append(UInt8(chunk >> 16 & 0xff))
-            if !(isLast && padding == 2) { out.append(UInt8(chunk >> 8 & 0xff)) }
-            if !(isLast && padding >= 1) { out.append(UInt8(chunk & 0xff)) }
-            if isLast {
-                let unused: UInt32 = padding == 2 ? chunk & 0xffff : padding == 1 ? chunk & 0xff : 0
-                guard unused == 0 else { throw EncodingError("base64 has non-zero padding bits") }
-            }
-            index += 4
+            initialized = written
         }
+        if let failure { throw failure }
         return out
+    }
+
+    @inline(__always)
+    private static func sextet(_ character: UInt8) -> UInt8? {
+        switch character {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"): character - UInt8(ascii: "A")
+        case UInt8(ascii: "a")...UInt8(ascii: "z"): character - UInt8(ascii: "a") + 26
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): character - UInt8(ascii: "0") + 52
+        case UInt8(ascii: "+"): 62
+        case UInt8(ascii: "/"): 63
+        default: nil
+        }
     }
 }

@@ -25,6 +25,17 @@ public struct HeaderFields: Sendable, Hashable, Sequence {
         return fields.first { $0.canonicalName == wanted }?.value
     }
 
+    /// The first value of the header whose lower-cased name is `canonicalName` (no case folding is done).
+    public func value(canonicalName: String) -> String? {
+        for field in fields where field.canonicalName == canonicalName { return field.value }
+        return nil
+    }
+
+    /// The name as the sender spelled it, for the header whose lower-cased name is `canonicalName`.
+    public func spelling(canonicalName: String) -> String? {
+        fields.first { $0.canonicalName == canonicalName }?.name
+    }
+
     /// Every value of the header `name` (any case), in order.
     public func values(_ name: String) -> [String] {
         let wanted = HeaderFields.canonical(name)
@@ -35,7 +46,8 @@ public struct HeaderFields: Sendable, Hashable, Sequence {
 
     public var count: Int { fields.count }
 
-    static func canonical(_ name: String) -> String {
+    /// `name` with ASCII letters lower-cased.
+    public static func canonical(_ name: String) -> String {
         if !name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5a }) { return name }
         return String(decoding: name.utf8.map { $0 >= 0x41 && $0 <= 0x5a ? $0 + 0x20 : $0 }, as: UTF8.self)
     }

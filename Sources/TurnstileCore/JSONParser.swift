@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A JSON text that is not well formed, with where it went wrong.
 public struct JSONError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Byte offset of the problem in the input.
@@ -337,7 +341,12 @@ struct JSONCursor {
         if scan < end, bytes[scan] == UInt8(ascii: "\"") {
             let key = UnsafeRawBufferPointer(rebasing: bytes[contentStart..<scan])
             position = scan + 1
-            for (index, name) in names.enumerated() where name.utf8.elementsEqual(key) { return index }
+            for (index, name) in names.enumerated() where name.utf8.count == key.count {
+                let equal = name.utf8.withContiguousStorageIfAvailable { stored in
+                    key.count == 0 || memcmp(stored.baseAddress!, key.baseAddress!, key.count) == 0
+                } ?? name.utf8.elementsEqual(key)
+                if equal { return index }
+            }
             return nil
         }
         let key = try parseString()
@@ -400,15 +409,26 @@ struct JSONCursor {
         }
     }
 
+    /// Moves past a string token. Finds each candidate closing quote with `memchr` and counts the
+    /// backslashes before it; the contents are not validated (skipped values are checked for structure only).
     private mutating func skipString() throws(JSONError) {
         let start = position
-        position += 1
-        while position < end {
-            let byte = bytes[position]
-            if byte == UInt8(ascii: "\"") { position += 1; return }
-            if byte == UInt8(ascii: "\\") { position += 2; continue }
-            if byte < 0x20 { throw error("control character in string") }
-            position += 1
+        guard let base = bytes.baseAddress else { throw error("unexpected end of input") }
+        var from = position + 1
+        while from < end {
+            guard let found = memchr(base + from, 0x22, end - from) else { break }
+            let quote = base.distance(to: UnsafeRawPointer(found))
+            var backslashes = 0
+            var index = quote - 1
+            while index > start && bytes[index] == 0x5c {
+                backslashes += 1
+                index -= 1
+            }
+            if backslashes % 2 == 0 {
+                position = quote + 1
+                return
+            }
+            from = quote + 1
         }
         throw JSONError(offset: start, message: "unterminated string")
     }

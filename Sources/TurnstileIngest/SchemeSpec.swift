@@ -1,4 +1,4 @@
-public import TurnstileCore
+import TurnstileCore
 public import TurnstileCrypto
 
 /// Everything about a signature scheme that is data: where the signature is, how it is written, what

@@ -15,6 +15,9 @@ public struct SchemeVerifier: SignatureScheme {
     public let maxAgeSeconds: Int
     /// First components of every body path the spec reads, scanned in one pass.
     private let topLevelKeys: [String]
+    /// The spec's header names, lower-cased once.
+    private let headerSets: [CanonicalHeaderSet]
+    private let syntax: SignatureSyntax
 
     public static let defaultToleranceSeconds = 300
     public static let defaultMaxAgeSeconds = 259_200
@@ -51,6 +54,8 @@ public struct SchemeVerifier: SignatureScheme {
         self.toleranceSeconds = toleranceSeconds
         self.maxFutureSkewSeconds = maxFutureSkewSeconds
         self.maxAgeSeconds = maxAgeSeconds
+        self.headerSets = spec.headerSets.map(CanonicalHeaderSet.init)
+        self.syntax = SignatureSyntax(spec)
         self.topLevelKeys = spec.bodyPaths.reduce(into: [String]()) { keys, path in
             if let first = path.first, !keys.contains(first) { keys.append(first) }
         }
@@ -67,8 +72,10 @@ public struct SchemeVerifier: SignatureScheme {
     }
 
     public func verify(headers: HeaderFields, body: [UInt8], now: Instant) -> Result<VerifiedDelivery, Rejection> {
-        body.withUnsafeBytes { raw in
-            Result { () throws(Rejection) -> VerifiedDelivery in try verify(headers: headers, raw: raw, now: now) }
+        do {
+            return .success(try body.withBytes { raw throws(Rejection) in try verify(headers: headers, raw: raw, now: now) })
+        } catch {
+            return .failure(error)
         }
     }
 
@@ -78,17 +85,16 @@ public struct SchemeVerifier: SignatureScheme {
             let names = spec.headerSets.map(\.signature).joined(separator: ", ")
             throw Rejection(.missingSignature, "no \(names) header")
         }
-        let parsed = try ParsedSignature.parse(headerValue, format: spec.format, encoding: spec.encoding,
-                                               macLength: spec.algorithm.outputByteCount)
+        let parsed = try ParsedSignature.parse(headerValue, syntax: syntax)
 
         // 2. The timestamp and id that are part of the signed bytes.
-        var timestampText: Substring? = nil
+        var timestampText: String? = nil
         switch spec.timestamp {
         case .header:
-            guard let name = set.timestamp, let value = headers[name] else {
-                throw Rejection(.malformedSignature, "no \(set.timestamp ?? "timestamp") header")
+            guard let name = set.timestamp, let value = headers.value(canonicalName: name) else {
+                throw Rejection(.malformedSignature, "no \(set.spelled.timestamp ?? "timestamp") header")
             }
-            timestampText = value.trimmingOWS()
+            timestampText = value.trimmedOWS()
         case .signatureEntry:
             guard let value = parsed.timestamp else { throw Rejection(.malformedSignature, "the signature header has no timestamp entry") }
             timestampText = value
@@ -104,9 +110,9 @@ public struct SchemeVerifier: SignatureScheme {
         }
         var id: String? = nil
         if let idHeader = set.id {
-            id = headers[idHeader].map { String($0.trimmingOWS()) }
+            id = headers.value(canonicalName: idHeader).map { $0.trimmedOWS() }
             if spec.signed == .idDotTimestampDotBody, id?.isEmpty ?? true {
-                throw Rejection(.malformedSignature, "no \(idHeader) header, which the signature covers")
+                throw Rejection(.malformedSignature, "no \(set.spelled.id ?? idHeader) header, which the signature covers")
             }
         }
         var body = BodyView(raw: raw, topLevelKeys: topLevelKeys)
@@ -132,19 +138,21 @@ public struct SchemeVerifier: SignatureScheme {
 
         // 4. What the event is, and which one.
         let kind = try eventKind(&body, headers: headers, set: set)
-        var identity: [String] = []
+        var eventKey = ""
         for part in spec.identity {
+            let value: String
             switch part {
-            case .kind: identity.append(kind ?? "event")
+            case .kind: value = kind ?? "event"
             case .header:
-                guard let id, !id.isEmpty else { throw Rejection(.malformedPayload, "no \(set.id ?? "id") header to key the event on") }
-                identity.append(id)
+                guard let id, !id.isEmpty else { throw Rejection(.malformedPayload, "no \(set.spelled.id ?? "id") header to key the event on") }
+                value = id
             case .json(let paths):
-                identity.append(try body.firstScalar(paths, what: "the event identity").value)
+                value = try body.firstScalar(paths, what: "the event identity").value
             }
+            eventKey = eventKey.isEmpty ? value : eventKey + ":" + value
         }
         if spec.identity.isEmpty {
-            identity.append(Hex.encode(SHA256.hash(raw)))
+            eventKey = Hex.encode(SHA256.hash(raw))
         }
 
         // 5. Timestamps, checked only once the signature has vouched for them.
@@ -162,15 +170,15 @@ public struct SchemeVerifier: SignatureScheme {
             }
         }
         return VerifiedDelivery(
-            provider: provider, kind: kind, eventType: "\(provider).\(kind ?? "event")",
-            eventKey: identity.joined(separator: ":"), signedAt: signedAt, secretIndex: match.secretIndex,
-            signature: match.signature, signatureHeader: set.signatureHeaderSpelling(in: headers),
+            provider: provider, kind: kind, eventType: provider + "." + (kind ?? "event"),
+            eventKey: eventKey, signedAt: signedAt, secretIndex: match.secretIndex,
+            signature: match.signature, signatureHeader: headers.spelling(canonicalName: set.signature) ?? set.spelled.signature,
             usedStringifyFallback: usedFallback)
     }
 
-    private func findSignatureHeader(_ headers: HeaderFields) -> (HeaderSet, String)? {
-        for set in spec.headerSets {
-            if let value = headers[set.signature] { return (set, value) }
+    private func findSignatureHeader(_ headers: HeaderFields) -> (CanonicalHeaderSet, String)? {
+        for set in headerSets {
+            if let value = headers.value(canonicalName: set.signature) { return (set, value) }
         }
         return nil
     }
@@ -201,12 +209,12 @@ public struct SchemeVerifier: SignatureScheme {
         return nil
     }
 
-    private func eventKind(_ body: inout BodyView, headers: HeaderFields, set: HeaderSet) throws(Rejection) -> String? {
+    private func eventKind(_ body: inout BodyView, headers: HeaderFields, set: CanonicalHeaderSet) throws(Rejection) -> String? {
         switch spec.kind {
         case .none:
             return nil
         case .header:
-            return set.eventType.flatMap { headers[$0] }.map { String($0.trimmingOWS()) }.flatMap { $0.isEmpty ? nil : $0 }
+            return set.eventType.flatMap { headers.value(canonicalName: $0) }.map { $0.trimmedOWS() }.flatMap { $0.isEmpty ? nil : $0 }
         case .json(let path):
             return (try? body.field(path))??.stringValue.flatMap { $0.isEmpty ? nil : $0 }
         case .rules(let rules):
@@ -216,11 +224,20 @@ public struct SchemeVerifier: SignatureScheme {
     }
 }
 
-extension HeaderSet {
-    /// The signature header's name as the sender spelled it.
-    func signatureHeaderSpelling(in headers: HeaderFields) -> String {
-        let wanted = signature.lowercased()
-        return headers.first { $0.canonicalName == wanted }?.name ?? signature
+/// A ``HeaderSet`` with its names lower-cased once, for look-ups without case folding.
+struct CanonicalHeaderSet: Sendable {
+    let spelled: HeaderSet
+    let signature: String
+    let id: String?
+    let timestamp: String?
+    let eventType: String?
+
+    init(_ set: HeaderSet) {
+        spelled = set
+        signature = HeaderFields.canonical(set.signature)
+        id = set.id.map(HeaderFields.canonical)
+        timestamp = set.timestamp.map(HeaderFields.canonical)
+        eventType = set.eventType.map(HeaderFields.canonical)
     }
 }
 
@@ -249,7 +266,7 @@ extension SchemeSpec {
 /// The bytes a signature covers, fed to HMAC in pieces so that nothing is concatenated.
 struct SignedMessage {
     let content: SignedContent
-    let timestamp: Substring?
+    let timestamp: String?
     let id: String?
     let field: String?
 
@@ -258,14 +275,11 @@ struct SignedMessage {
         case .body:
             stream.update(body)
         case .timestampDotBody:
-            stream.update(String(timestamp ?? ""))
-            stream.update(".")
+            stream.update((timestamp ?? "") + ".")
             stream.update(body)
         case .idDotTimestampDotBody:
-            stream.update(id ?? "")
-            stream.update(".")
-            stream.update(String(timestamp ?? ""))
-            stream.update(".")
+            // One update for the short prefix: each update call has a fixed cost in libcrypto.
+            stream.update((id ?? "") + "." + (timestamp ?? "") + ".")
             stream.update(body)
         case .jsonString:
             stream.update(field ?? "")
@@ -286,7 +300,8 @@ struct SignedMessage {
 struct BodyView {
     let raw: UnsafeRawBufferPointer
     let topLevelKeys: [String]
-    private var top: Result<[JSONField?], JSONError>? = nil
+    private var top: [JSONField?]? = nil
+    private var topError: JSONError? = nil
 
     init(raw: UnsafeRawBufferPointer, topLevelKeys: [String]) {
         self.raw = raw
@@ -296,10 +311,14 @@ struct BodyView {
     mutating func field(_ path: [String]) throws(JSONError) -> JSONField? {
         guard let first = path.first else { return nil }
         guard let index = topLevelKeys.firstIndex(of: first) else { return try JSONScanner.field(at: path, in: raw) }
+        if let topError { throw topError }
         if top == nil {
-            top = Result { () throws(JSONError) in try JSONScanner.fields(topLevelKeys, in: raw) }
+            do { top = try JSONScanner.fields(topLevelKeys, in: raw) } catch {
+                topError = error
+                throw error
+            }
         }
-        var current = try top!.get()[index]
+        var current = top![index]
         for key in path.dropFirst() {
             guard case .object(let range) = current else { return nil }
             current = try JSONScanner.fields([key], in: raw, object: range)[0]

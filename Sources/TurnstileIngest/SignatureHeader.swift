@@ -1,6 +1,9 @@
 import TurnstileCore
+import TurnstileCrypto
 
 /// A signature header taken apart: the usable entries and, for key-value headers, the timestamp entry.
+///
+/// Works on the header's UTF-8 bytes: this runs for every delivery.
 struct ParsedSignature {
     enum Kind { case hmac, ed25519 }
     struct Entry {
@@ -8,44 +11,49 @@ struct ParsedSignature {
         let bytes: [UInt8]
     }
     var entries: [Entry] = []
-    var timestamp: Substring? = nil
+    var timestamp: String? = nil
 
-    /// Parses `value` as `format` says. Malformed entries are skipped; the header fails only when nothing
+    /// Parses `value` as `syntax` says. Malformed entries are skipped; the header fails only when nothing
     /// usable is left.
-    static func parse(_ value: String, format: SignatureFormat, encoding: SignatureEncoding,
-                      macLength: Int) throws(Rejection) -> ParsedSignature {
+    static func parse(_ value: String, syntax: SignatureSyntax) throws(Rejection) -> ParsedSignature {
+        try value.withUTF8Bytes { raw throws(Rejection) in try parse(raw, syntax: syntax) }
+    }
+
+    private static func parse(_ raw: UnsafeRawBufferPointer, syntax: SignatureSyntax) throws(Rejection) -> ParsedSignature {
+        let format = syntax.format
+        let encoding = syntax.encoding
+        let macLength = syntax.macLength
         var parsed = ParsedSignature()
+        parsed.entries.reserveCapacity(2)
         var malformed = 0
         var otherVersions = 0
-        func decode(_ text: Substring, length: Int, with encoding: SignatureEncoding) -> [UInt8]? {
-            let bytes = encoding == .hex ? try? Hex.decode(text) : try? Base64.decode(text)
-            guard let bytes, bytes.count == length else { return nil }
-            return bytes
-        }
-        let trimmed = value.trimmingOWS()
+        let whole = trimmed(raw, 0..<raw.count)
         switch format {
         case .plain(let prefix):
-            guard trimmed.hasPrefix(prefix) else {
+            let prefixBytes = syntax.first
+            guard whole.count >= prefixBytes.count, prefixBytes.indices.allSatisfy({ raw[whole.lowerBound + $0] == prefixBytes[$0] }) else {
                 throw Rejection(.malformedSignature, prefix.isEmpty ? "the signature header is empty" : "the signature does not start with \"\(prefix)\"")
             }
-            guard let bytes = decode(trimmed.dropFirst(prefix.count), length: macLength, with: encoding) else {
+            guard let bytes = decode(raw, (whole.lowerBound + prefixBytes.count)..<whole.upperBound, macLength, encoding) else {
                 throw Rejection(.malformedSignature, "the signature is not \(macLength) bytes of \(encoding.rawValue)")
             }
             parsed.entries.append(Entry(kind: .hmac, bytes: bytes))
             return parsed
         case .keyValue(let signatureKey, let timestampKey):
-            for piece in trimmed.split(separator: ",", omittingEmptySubsequences: false) {
-                let entry = piece.trimmingOWS()
-                guard let equals = entry.firstIndex(of: "=") else { malformed += 1; continue }
-                let key = entry[..<equals]
-                let text = entry[entry.index(after: equals)...]
-                if key == timestampKey {
+            let signatureName = syntax.first
+            let timestampName = syntax.second
+            try forEachPiece(raw, whole, on: UInt8(ascii: ","), omittingEmpty: false) { piece throws(Rejection) in
+                let entry = trimmed(raw, piece)
+                guard let equals = firstIndex(of: UInt8(ascii: "="), in: raw, entry) else { malformed += 1; return }
+                let key = entry.lowerBound..<equals
+                let value = (equals + 1)..<entry.upperBound
+                if equal(raw, key, timestampName) {
                     guard parsed.timestamp == nil else {
                         throw Rejection(.malformedSignature, "the \(timestampKey)= entry appears more than once")
                     }
-                    parsed.timestamp = text
-                } else if key == signatureKey {
-                    if let bytes = decode(text, length: macLength, with: encoding) {
+                    parsed.timestamp = String(decoding: UnsafeRawBufferPointer(rebasing: raw[value]), as: UTF8.self)
+                } else if equal(raw, key, signatureName) {
+                    if let bytes = decode(raw, value, macLength, encoding) {
                         parsed.entries.append(Entry(kind: .hmac, bytes: bytes))
                     } else {
                         malformed += 1
@@ -58,18 +66,20 @@ struct ParsedSignature {
                 throw Rejection(.invalidSignature, "the header has no \(signatureKey)= entry (other schemes such as v0 are never accepted)")
             }
         case .versioned(let hmacVersion, let ed25519Version):
-            for piece in trimmed.split(separator: " ", omittingEmptySubsequences: true) {
-                guard let comma = piece.firstIndex(of: ",") else { malformed += 1; continue }
-                let version = piece[..<comma]
-                let text = piece[piece.index(after: comma)...]
-                if version == hmacVersion {
-                    if let bytes = decode(text, length: macLength, with: encoding) {
+            let hmacName = syntax.first
+            let ed25519Name = ed25519Version == nil ? nil : syntax.second
+            try forEachPiece(raw, whole, on: UInt8(ascii: " "), omittingEmpty: true) { piece throws(Rejection) in
+                guard let comma = firstIndex(of: UInt8(ascii: ","), in: raw, piece) else { malformed += 1; return }
+                let version = piece.lowerBound..<comma
+                let value = (comma + 1)..<piece.upperBound
+                if equal(raw, version, hmacName) {
+                    if let bytes = decode(raw, value, macLength, encoding) {
                         parsed.entries.append(Entry(kind: .hmac, bytes: bytes))
                     } else {
                         malformed += 1
                     }
-                } else if let ed25519Version, version == ed25519Version {
-                    if let bytes = decode(text, length: 64, with: .base64) {
+                } else if let ed25519Name, equal(raw, version, ed25519Name) {
+                    if let bytes = decode(raw, value, 64, .base64) {
                         parsed.entries.append(Entry(kind: .ed25519, bytes: bytes))
                     } else {
                         malformed += 1
@@ -87,20 +97,80 @@ struct ParsedSignature {
         }
         return parsed
     }
+
+    private static func decode(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ length: Int,
+                               _ encoding: SignatureEncoding) -> [UInt8]? {
+        let slice = UnsafeRawBufferPointer(rebasing: raw[range])
+        let bytes = encoding == .hex ? try? Hex.decode(bytes: slice) : try? Base64.decode(bytes: slice)
+        guard let bytes, bytes.count == length else { return nil }
+        return bytes
+    }
+
+    private static func trimmed(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> Range<Int> {
+        var lower = range.lowerBound
+        var upper = range.upperBound
+        while lower < upper, raw[lower] == 0x20 || raw[lower] == 0x09 { lower += 1 }
+        while upper > lower, raw[upper - 1] == 0x20 || raw[upper - 1] == 0x09 { upper -= 1 }
+        return lower..<upper
+    }
+
+    private static func forEachPiece(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, on separator: UInt8,
+                                     omittingEmpty: Bool, _ body: (Range<Int>) throws(Rejection) -> Void) throws(Rejection) {
+        var start = range.lowerBound
+        for index in range where raw[index] == separator {
+            if !(omittingEmpty && index == start) { try body(start..<index) }
+            start = index + 1
+        }
+        if !(omittingEmpty && start == range.upperBound) { try body(start..<range.upperBound) }
+    }
+
+    private static func firstIndex(of byte: UInt8, in raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> Int? {
+        range.first { raw[$0] == byte }
+    }
+
+    private static func equal(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ name: [UInt8]) -> Bool {
+        range.count == name.count && name.indices.allSatisfy { raw[range.lowerBound + $0] == name[$0] }
+    }
+}
+
+/// A scheme's signature syntax with its names as bytes, prepared once per verifier.
+struct SignatureSyntax: Sendable {
+    let format: SignatureFormat
+    let encoding: SignatureEncoding
+    let macLength: Int
+    /// plain: the prefix; key-value: the signature key; versioned: the HMAC version.
+    let first: [UInt8]
+    /// key-value: the timestamp key; versioned: the Ed25519 version.
+    let second: [UInt8]
+
+    init(_ spec: SchemeSpec) {
+        format = spec.format
+        encoding = spec.encoding
+        macLength = spec.algorithm.outputByteCount
+        switch spec.format {
+        case .plain(let prefix): (first, second) = (Array(prefix.utf8), [])
+        case .keyValue(let signatureKey, let timestampKey): (first, second) = (Array(signatureKey.utf8), Array(timestampKey.utf8))
+        case .versioned(let hmacVersion, let ed25519Version): (first, second) = (Array(hmacVersion.utf8), Array((ed25519Version ?? "").utf8))
+        }
+    }
 }
 
 /// Unix seconds as providers write them: 1 to 12 ASCII digits.
-func parseUnixSeconds(_ text: Substring) -> Int64? {
+func parseUnixSeconds(_ text: String) -> Int64? {
     guard (1...12).contains(text.utf8.count), text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
     return Int64(text)
 }
 
-extension StringProtocol {
-    /// Without leading and trailing spaces and tabs (HTTP's optional white space).
-    func trimmingOWS() -> Substring {
+extension String {
+    /// Without leading and trailing spaces and tabs (HTTP's optional white space); `self` when there are none.
+    func trimmedOWS() -> String {
+        let utf8 = self.utf8
+        if let first = utf8.first, let last = utf8.last, first != 0x20, first != 0x09, last != 0x20, last != 0x09 {
+            return self
+        }
         var slice = Substring(self)
         while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
         while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }
-        return slice
+        return String(slice)
     }
 }

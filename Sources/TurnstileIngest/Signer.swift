@@ -34,7 +34,7 @@ extension SchemeVerifier {
                 return try view.firstScalar(paths, what: "the signed value").value
             }
         }
-        let message = SignedMessage(content: spec.signed, timestamp: Substring(timestamp), id: deliveryID, field: field)
+        let message = SignedMessage(content: spec.signed, timestamp: timestamp, id: deliveryID, field: field)
         let signature: String
         switch keys[0] {
         case .hmac(let key):

@@ -12,6 +12,7 @@ struct BenchCommand: TurnstileCommand {
         options: [
             .option("runs", "N", help: "Measurements per figure; the median is printed (default 5)."),
             .option("seconds", "S", help: "Rough length of one measurement in seconds (default 0.3)."),
+            .option("scheme", "NAME", help: "Measure only this scheme (for profiling)."),
         ],
         positionals: ("verify", true),
         discussion: """
@@ -23,6 +24,7 @@ struct BenchCommand: TurnstileCommand {
     let target: String
     let runs: Int
     let seconds: Double
+    let only: String?
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
         guard arguments.positionals.count == 1, let target = arguments.positionals.first, target == "verify" else {
@@ -36,12 +38,16 @@ struct BenchCommand: TurnstileCommand {
         } else {
             seconds = 0.3
         }
+        only = arguments.value("scheme")
+        if let only, !SchemePresets.names.contains(only) {
+            throw UsageError("--scheme must be one of \(SchemePresets.names.joined(separator: ", "))")
+        }
     }
 
     func run(console: any Console) async throws -> Int32 {
-        let cases = try VerifyBenchCase.all()
+        let cases = try VerifyBenchCase.all().filter { only == nil || $0.name == only }
         let referenceKey = Array("whsec_bench_reference_key_0123456789".utf8)
-        let referenceBody = cases[0].body
+        let referenceBody = VerifyBenchCase.body("\"filler\":true")
         var raw: [Double] = []
         var oneShot: [Double] = []
         var rates = [[Double]](repeating: [], count: cases.count)
