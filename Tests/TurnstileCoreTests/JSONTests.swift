@@ -1,0 +1,101 @@
+import Testing
+import TurnstileCore
+
+@Suite struct JSONParserTests {
+    @Test func keepsOrderAndNumberText() throws {
+        let value = try JSONParser.parse(#"{"b":1,"a":10.0,"c":[true,null,"x"],"d":{"e":-0.5e3}}"#)
+        #expect(value.objectValue?.keys == ["b", "a", "c", "d"])
+        #expect(value["a"]?.numberValue?.text == "10.0")
+        #expect(value.value(at: ["d", "e"])?.numberValue?.text == "-0.5e3")
+    }
+
+    @Test func decodesEscapes() throws {
+        let value = try JSONParser.parse(#"["a\"b\\c\/d\u00e9\ud83d\ude00\n"]"#)
+        #expect(value.arrayValue?.first?.stringValue == "a\"b\\c/dé😀\n")
+    }
+
+    @Test(arguments: [
+        "", "{", "{\"a\":1,}", "[1,]", "01", "1.", "-", "{'a':1}", "{\"a\" 1}", "[1] 2", "\"\u{01}\"", "tru", "nul",
+        "\"\\x\"", "\"\\ud800\"", "{\"a\":1 /* c */}", "\"abc",
+    ])
+    func refusesMalformedJSON(text: String) {
+        #expect(throws: JSONError.self) { try JSONParser.parse(text) }
+    }
+
+    @Test func refusesInvalidUTF8() {
+        #expect(throws: JSONError.self) { try JSONParser.parse([0x22, 0xff, 0x22]) }
+    }
+
+    @Test func boundsNesting() {
+        let deep = String(repeating: "[", count: 300) + String(repeating: "]", count: 300)
+        #expect(throws: JSONError.self) { try JSONParser.parse(deep) }
+    }
+
+    @Test func repeatedKeyKeepsFirstPositionAndLastValue() throws {
+        let value = try JSONParser.parse(#"{"a":1,"b":2,"a":3}"#)
+        #expect(value.objectValue?.keys == ["a", "b"])
+        #expect(value["a"]?.numberValue?.text == "3")
+    }
+}
+
+@Suite struct JSONScannerTests {
+    private func fields(_ json: String, _ names: [String]) throws -> [JSONField?] {
+        let bytes = Array(json.utf8)
+        return try bytes.withBytes { raw throws(JSONError) in try JSONScanner.fields(names, in: raw) }
+    }
+
+    @Test func findsTopLevelMembersWithoutDecodingTheRest() throws {
+        let found = try fields(#"{"id":"gen_1","skip":{"deep":["}",{"x":"\"]"}]},"status":"COMPLETED","n":42,"o":{"k":1}}"#,
+                               ["status", "id", "n", "missing", "o"])
+        #expect(found[0] == .string("COMPLETED"))
+        #expect(found[1] == .string("gen_1"))
+        #expect(found[2] == .number("42"))
+        #expect(found[3] == nil)
+        if case .object = found[4] {} else { Issue.record("expected an object") }
+    }
+
+    @Test func readsNestedPaths() throws {
+        let bytes = Array(#"{"call":{"status":"completed","call_id":"c0ffee"},"call_id":"top"}"#.utf8)
+        let nested = try bytes.withBytes { raw throws(JSONError) in try JSONScanner.field(at: ["call", "call_id"], in: raw) }
+        #expect(nested == .string("c0ffee"))
+    }
+
+    @Test func matchesEscapedKeys() throws {
+        #expect(try fields(#"{"call\u005fid":"x"}"#, ["call_id"])[0] == .string("x"))
+    }
+
+    @Test func refusesAnAmbiguousRepeatedKey() {
+        #expect(throws: JSONError.self) { try fields(#"{"id":"a","id":"b"}"#, ["id"]) }
+    }
+
+    @Test(arguments: [#"[1,2]"#, #"{"a":1"#, #"{"a":"x}"#, #"{"a":[1,2}"#, "not json"])
+    func refusesBrokenObjects(json: String) {
+        #expect(throws: JSONError.self) { try fields(json, ["zzz"]) }
+    }
+}
+
+@Suite struct JavaScriptStringifyTests {
+    @Test(arguments: [
+        ("10.0", "10"), ("10.5", "10.5"), ("0.1", "0.1"), ("1e21", "1e+21"), ("1e20", "100000000000000000000"),
+        ("1E-7", "1e-7"), ("0.000001", "0.000001"), ("-0", "0"), ("-0.0", "0"), ("123456789012345678901", "123456789012345680000"),
+        ("1.5e300", "1.5e+300"), ("5e-324", "5e-324"), ("2432232314", "2432232314"), ("1e400", "null"), ("-12.50", "-12.5"),
+    ])
+    func numbersAsJavaScriptWritesThem(text: String, expected: String) throws {
+        #expect(try JSONParser.parse(text).serialized() == expected)
+    }
+
+    @Test func keepsKeyOrderButPutsIntegerKeysFirst() throws {
+        let value = try JSONParser.parse(#"{"b":1,"2":0,"a":1,"1":0,"01":0,"4294967295":0}"#)
+        #expect(value.serialized() == #"{"1":0,"2":0,"b":1,"a":1,"01":0,"4294967295":0}"#)
+    }
+
+    @Test func escapesOnlyWhatJavaScriptEscapes() throws {
+        let value = try JSONParser.parse(#"{"u":"https:\/\/x.invalid\/d\u00e9j\u00e0 \u2028 \u001f \"q\" \\ \t"}"#)
+        #expect(value.serialized() == "{\"u\":\"https://x.invalid/déjà \u{2028} \\u001f \\\"q\\\" \\\\ \\t\"}")
+    }
+
+    @Test func compactsWhitespace() throws {
+        let value = try JSONParser.parse("{\n  \"a\": [ 1, { \"b\": null } ],\n  \"c\": false\n}")
+        #expect(value.serialized() == #"{"a":[1,{"b":null}],"c":false}"#)
+    }
+}

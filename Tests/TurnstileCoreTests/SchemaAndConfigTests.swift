@@ -1,0 +1,200 @@
+import Foundation
+import Testing
+import TurnstileCore
+
+/// A fresh temporary folder for one test.
+func temporaryFolder() throws -> String {
+    let path = NSTemporaryDirectory() + "turnstile-tests-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+func write(_ text: String, to path: String) throws {
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+}
+
+@Suite struct JSONSchemaTests {
+    let schema: JSONSchema
+
+    init() throws {
+        schema = try JSONSchema(try JSONParser.parse(#"""
+            {"type":"object","required":["name"],"additionalProperties":false,
+             "properties":{"name":{"type":"string","minLength":1},"size":{"type":"integer","minimum":1},
+                           "tags":{"type":"array","items":{"enum":["a","b"]}},"at":{"type":"string","format":"date-time"},
+                           "ref":{"$ref":"#/$defs/thing"}},
+             "$defs":{"thing":{"type":"object","required":["id"]}}}
+            """#), name: "test")
+    }
+
+    @Test func acceptsAConformingDocument() throws {
+        #expect(schema.violations(of: try JSONParser.parse(#"{"name":"x","size":2,"tags":["a"],"at":"2026-01-15T19:04:06Z","ref":{"id":1}}"#)).isEmpty)
+    }
+
+    @Test(arguments: [
+        (#"{"size":1}"#, "name", "required"),
+        (#"{"name":""}"#, "name", "at least 1"),
+        (#"{"name":"x","size":0}"#, "size", "minimum"),
+        (#"{"name":"x","size":1.5}"#, "size", "expected integer"),
+        (#"{"name":"x","tags":["c"]}"#, "tags[0]", "not one of"),
+        (#"{"name":"x","at":"yesterday"}"#, "at", "date-time"),
+        (#"{"name":"x","nmae":1}"#, "nmae", "unknown key"),
+        (#"{"name":"x","ref":{}}"#, "ref.id", "required"),
+    ])
+    func namesThePathOfEachViolation(json: String, path: String, message: String) throws {
+        let violations = schema.violations(of: try JSONParser.parse(json))
+        #expect(violations.contains { $0.path == path && $0.message.contains(message) }, "\(violations)")
+    }
+
+    @Test func refusesKeywordsOutsideTheSubset() {
+        #expect(throws: InputError.self) { try JSONSchema(try JSONParser.parse(#"{"type":"string","pattern":"^a"}"#), name: "x") }
+    }
+
+    @Test func shippedSchemasLoad() throws {
+        let catalog = try SchemaCatalog.shared()
+        #expect(catalog.names.contains("config"))
+        #expect(catalog.names.contains("delivery"))
+    }
+}
+
+@Suite struct ConfigTests {
+    private func load(_ json: String, environment: [String: String] = ["SYNC_SECRET": "whsec_abc"], files: [String: String] = [:]) throws -> TurnstileConfig {
+        let folder = try temporaryFolder()
+        for (name, content) in files { try write(content, to: folder + "/" + name) }
+        try write(json, to: folder + "/turnstile.json")
+        return try TurnstileConfig.load(path: folder + "/turnstile.json", environment: environment)
+    }
+
+    private func loadError(_ json: String, environment: [String: String] = ["SYNC_SECRET": "whsec_abc"], files: [String: String] = [:]) -> InputError? {
+        do {
+            _ = try load(json, environment: environment, files: files)
+            return nil
+        } catch let error as InputError {
+            return error
+        } catch {
+            return nil
+        }
+    }
+
+    @Test func loadsTheContractExampleShape() throws {
+        let config = try load(#"""
+            {"store":"sqlite:./t.db","listen":"127.0.0.1:8080","max_body_bytes":1024,
+             "providers":{"sync":{"scheme":"sync","secrets":["env:SYNC_SECRET","file:old.secret"],"tolerance_seconds":300}},
+             "handlers":[{"name":"all","type":"jsonl","path":"./events.jsonl","events":["*"]}]}
+            """#, files: ["old.secret": "whsec_old\n"])
+        #expect(config.store == .sqlite(path: "./t.db"))
+        #expect(config.maxBodyBytes == 1024)
+        let sync = try #require(config.provider(named: "sync"))
+        #expect(sync.secrets.map(\.text) == ["whsec_abc", "whsec_old"])
+        #expect(sync.toleranceSeconds == 300)
+        #expect(config.handlers.first?.path?.hasSuffix("/events.jsonl") == true)
+    }
+
+    @Test func unknownKeysAreErrorsNamingTheirPath() throws {
+        let error = try #require(loadError(#"{"providers":{"sync":{"scheme":"sync","secrets":["env:SYNC_SECRET"],"tolerence_seconds":300}}}"#))
+        #expect(error.code == .schemaViolation)
+        #expect(error.field == "providers.sync.tolerence_seconds")
+        #expect(error.description.contains("turnstile.json"))
+    }
+
+    @Test func missingVariableIsNamedAndValuesNeverShow() throws {
+        let error = try #require(loadError(#"{"providers":{"sync":{"scheme":"sync","secrets":["env:NOT_SET_ANYWHERE"]}}}"#))
+        #expect(error.code == .missingSecret)
+        #expect(error.message.contains("NOT_SET_ANYWHERE"))
+        #expect(error.field == "providers.sync.secrets[0]")
+    }
+
+    @Test func literalSecretsAreRefused() throws {
+        let error = try #require(loadError(#"{"providers":{"sync":{"scheme":"sync","secrets":["whsec_literal_value"]}}}"#))
+        #expect(error.field == "providers.sync.secrets[0]")
+        #expect(!error.description.contains("whsec_literal_value"))
+    }
+
+    @Test func emptySecretFileIsRefused() throws {
+        let error = try #require(loadError(#"{"providers":{"sync":{"scheme":"sync","secrets":["file:empty"]}}}"#, files: ["empty": "\n"]))
+        #expect(error.code == .invalidSecret)
+    }
+
+    @Test func envFileFillsInMissingVariables() throws {
+        let config = try load(#"{"env_file":"test.env","providers":{"sync":{"scheme":"sync","secrets":["env:FROM_FILE"]}}}"#,
+                              environment: [:], files: ["test.env": "# comment\nexport FROM_FILE=\"whsec_from_file\"\n"])
+        #expect(config.providers[0].secrets[0].text == "whsec_from_file")
+    }
+
+    @Test func invalidJSONNamesTheLine() throws {
+        let error = try #require(loadError("{\n\"providers\": {\n,\n}"))
+        #expect(error.code == .invalidJSON)
+        #expect(error.line == 3)
+    }
+
+    @Test func hmacFieldsOnlyWithSchemeHmac() throws {
+        let error = try #require(loadError(#"{"providers":{"sync":{"scheme":"sync","secrets":["env:SYNC_SECRET"],"hmac":{"signature_header":"X"}}}}"#))
+        #expect(error.field == "providers.sync.hmac")
+    }
+
+    @Test func providerNamesAreURLSafe() throws {
+        let error = try #require(loadError(#"{"providers":{"a/b":{"scheme":"sync","secrets":["env:SYNC_SECRET"]}}}"#))
+        #expect(error.field == "providers.a/b")
+    }
+
+    @Test func secretDescriptionHidesTheValue() {
+        #expect(!Secret(reference: "env:X", value: Array("hunter2".utf8)).description.contains("hunter2"))
+    }
+}
+
+@Suite struct DeliveryTests {
+    let schema: JSONSchema
+
+    init() throws { schema = try SchemaCatalog.shared().schema("delivery") }
+
+    @Test func readsBodyAndBase64Bodies() throws {
+        let text = try Delivery(json: try JSONParser.parse(#"{"provider":"p","headers":{"A":"1","B":["2","3"]},"body":"{}"}"#), schema: schema)
+        #expect(text.body == Array("{}".utf8))
+        #expect(text.headers.values("b") == ["2", "3"])
+        let binary = try Delivery(json: try JSONParser.parse(#"{"provider":"p","headers":{},"body_base64":"/wA="}"#), schema: schema)
+        #expect(binary.body == [0xff, 0x00])
+        #expect(binary.jsonValue["body_base64"]?.stringValue == "/wA=")
+    }
+
+    @Test(arguments: [
+        (#"{"provider":"p","headers":{},"body":"","body_base64":""}"#, "body_base64"),
+        (#"{"provider":"p","headers":{}}"#, "body"),
+        (#"{"provider":"p","headers":{"Bad Name":"x"},"body":""}"#, "headers"),
+        (#"{"provider":"p","headers":{"A":1},"body":""}"#, "headers.A"),
+        (#"{"provider":"p","headers":{},"body":"","received_at":"soon"}"#, "received_at"),
+        (#"{"provider":"p","headers":{},"body":"","expect":{"outcome":"maybe"}}"#, "expect.outcome"),
+        (#"{"provider":"p","headers":{},"body_base64":"!!"}"#, "body_base64"),
+    ])
+    func invalidDeliveriesNameTheField(json: String, field: String) throws {
+        do {
+            _ = try Delivery(json: try JSONParser.parse(json), schema: schema)
+            Issue.record("expected an error")
+        } catch let error as InputError {
+            #expect(error.field == field, "\(error)")
+        }
+    }
+
+    @Test func sourceWalksFoldersInOrderAndNamesBadLines() throws {
+        let folder = try temporaryFolder()
+        try FileManager.default.createDirectory(atPath: folder + "/b", withIntermediateDirectories: true)
+        try write(#"{"provider":"p","headers":{},"body":"1"}"#, to: folder + "/b/one.json")
+        try write(#"{"providers":{}}"#, to: folder + "/a-config.json")
+        try write("{\"provider\":\"p\",\"headers\":{},\"body\":\"2\"}\n\n{\"provider\":\"p\",\"headers\":{},\"body\":\"3\"}\n", to: folder + "/c.ndjson")
+        var seen: [String] = []
+        try DeliverySource(paths: [folder], schema: schema).forEach { item in
+            switch item {
+            case .delivery(let delivery, let source): seen.append(String(decoding: delivery.body, as: UTF8.self) + "@" + source.replacingOccurrences(of: folder, with: ""))
+            case .skipped(let file, _): seen.append("skipped " + file.replacingOccurrences(of: folder, with: ""))
+            }
+        }
+        #expect(seen == ["skipped /a-config.json", "1@/b/one.json:1", "2@/c.ndjson:1", "3@/c.ndjson:3"])
+
+        try write("{\"provider\":\"p\",\"headers\":{},\"body\":\"2\"}\n{\"provider\":\"p\",\"headers\":{}}\n", to: folder + "/c.ndjson")
+        do {
+            try DeliverySource(paths: [folder + "/c.ndjson"], schema: schema).forEach { _ in }
+            Issue.record("expected an error")
+        } catch let error as InputError {
+            #expect(error.line == 2)
+            #expect(error.file?.hasSuffix("c.ndjson") == true)
+        }
+    }
+}
