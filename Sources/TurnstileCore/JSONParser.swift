@@ -78,11 +78,26 @@ public enum JSONScanner {
     public static func fields(
         _ names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil
     ) throws(JSONError) -> [JSONField?] {
+        var found: [JSONField?] = []
+        for offset in try locate(names, in: raw, object: range) {
+            found.append(offset < 0 ? nil : try field(at: offset, in: raw))
+        }
+        return found
+    }
+
+    /// Where the values of `names` start among the members of the object spanning `range`: one byte offset
+    /// per name, or -1 for a name that is absent. Read a value with ``field(at:in:)``.
+    ///
+    /// Offsets rather than values keep this allocation-light: it runs on every delivery.
+    /// - Throws: as ``fields(_:in:object:)``.
+    public static func locate(
+        _ names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil
+    ) throws(JSONError) -> [Int] {
         var cursor = JSONCursor(raw, range: range)
         cursor.skipWhitespace()
         guard cursor.peek() == UInt8(ascii: "{") else { throw cursor.error("expected a JSON object") }
         cursor.advance()
-        var found = [JSONField?](repeating: nil, count: names.count)
+        var found = [Int](repeating: -1, count: names.count)
         cursor.skipWhitespace()
         if cursor.peek() == UInt8(ascii: "}") { return found }
         while true {
@@ -93,19 +108,24 @@ public enum JSONScanner {
             try cursor.expect(UInt8(ascii: ":"))
             cursor.skipWhitespace()
             if let match {
-                guard found[match] == nil else {
+                guard found[match] < 0 else {
                     throw JSONError(offset: keyStart, message: "key \"\(names[match])\" appears more than once")
                 }
-                found[match] = try cursor.readField()
-            } else {
-                try cursor.skipValue(depth: 0)
+                found[match] = cursor.position
             }
+            try cursor.skipValue(depth: 0)
             cursor.skipWhitespace()
             guard let next = cursor.peek() else { throw cursor.error("unterminated object") }
             cursor.advance()
             if next == UInt8(ascii: "}") { return found }
             guard next == UInt8(ascii: ",") else { throw JSONError(offset: cursor.position - 1, message: "expected ',' or '}'") }
         }
+    }
+
+    /// The value that starts at byte `offset` (as ``locate(_:in:object:)`` reports it).
+    public static func field(at offset: Int, in raw: UnsafeRawBufferPointer) throws(JSONError) -> JSONField {
+        var cursor = JSONCursor(raw, range: offset..<raw.count)
+        return try cursor.readField()
     }
 
     /// The value at a path of object keys, e.g. `["call", "call_id"]`.

@@ -300,7 +300,8 @@ struct SignedMessage {
 struct BodyView {
     let raw: UnsafeRawBufferPointer
     let topLevelKeys: [String]
-    private var top: [JSONField?]? = nil
+    /// Where each top-level key's value starts (-1: absent), once scanned.
+    private var top: [Int]? = nil
     private var topError: JSONError? = nil
 
     init(raw: UnsafeRawBufferPointer, topLevelKeys: [String]) {
@@ -313,15 +314,18 @@ struct BodyView {
         guard let index = topLevelKeys.firstIndex(of: first) else { return try JSONScanner.field(at: path, in: raw) }
         if let topError { throw topError }
         if top == nil {
-            do { top = try JSONScanner.fields(topLevelKeys, in: raw) } catch {
+            do { top = try JSONScanner.locate(topLevelKeys, in: raw) } catch {
                 topError = error
                 throw error
             }
         }
-        var current = top![index]
+        let offset = top![index]
+        guard offset >= 0 else { return nil }
+        var current: JSONField? = try JSONScanner.field(at: offset, in: raw)
         for key in path.dropFirst() {
             guard case .object(let range) = current else { return nil }
-            current = try JSONScanner.fields([key], in: raw, object: range)[0]
+            let inner = try JSONScanner.locate([key], in: raw, object: range)[0]
+            current = inner < 0 ? nil : try JSONScanner.field(at: inner, in: raw)
         }
         return current
     }
