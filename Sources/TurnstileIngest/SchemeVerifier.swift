@@ -124,11 +124,11 @@ public struct SchemeVerifier: SignatureScheme {
         }
         let message = SignedMessage(content: spec.signed, timestamp: timestampText, id: id, field: signedField)
         var usedFallback = false
-        var match = firstMatch(parsed.entries, message: message, body: raw)
+        var match = firstMatch(parsed, message: message, body: raw)
         if match == nil, spec.stringifyFallback, let value = try? JSONParser.parse(raw) {
             let stringified = value.javaScriptStringified()
             if !stringified.elementsEqual(raw) {
-                match = stringified.withUnsafeBytes { firstMatch(parsed.entries, message: message, body: $0) }
+                match = stringified.withUnsafeBytes { firstMatch(parsed, message: message, body: $0) }
                 usedFallback = match != nil
             }
         }
@@ -188,21 +188,23 @@ public struct SchemeVerifier: SignatureScheme {
         let signature: [UInt8]
     }
 
-    private func firstMatch(_ entries: [ParsedSignature.Entry], message: SignedMessage, body: UnsafeRawBufferPointer) -> Match? {
+    private func firstMatch(_ parsed: ParsedSignature, message: SignedMessage, body: UnsafeRawBufferPointer) -> Match? {
+        let length = syntax.macLength
         var contiguous: [UInt8]? = nil
         for (index, key) in keys.enumerated() {
             switch key {
             case .hmac(let hmac):
+                guard !parsed.hmac.isEmpty else { continue }
                 let code = hmac.authenticationCode { message.feed(into: &$0, body: body) }
-                for entry in entries where entry.kind == .hmac && ConstantTime.equals(code, entry.bytes) {
-                    return Match(secretIndex: index, signature: entry.bytes)
+                for start in stride(from: 0, to: parsed.hmac.count, by: length) {
+                    let entry = parsed.hmac[start..<start + length]
+                    if ConstantTime.equals(code, entry) { return Match(secretIndex: index, signature: Array(entry)) }
                 }
             case .ed25519(let publicKey, _):
-                for entry in entries where entry.kind == .ed25519 {
+                for start in stride(from: 0, to: parsed.ed25519.count, by: 64) {
                     if contiguous == nil { contiguous = message.bytes(body: body) }
-                    if publicKey.isValidSignature(entry.bytes, for: contiguous!) {
-                        return Match(secretIndex: index, signature: entry.bytes)
-                    }
+                    let entry = Array(parsed.ed25519[start..<start + 64])
+                    if publicKey.isValidSignature(entry, for: contiguous!) { return Match(secretIndex: index, signature: entry) }
                 }
             }
         }
@@ -274,12 +276,22 @@ struct SignedMessage {
         switch content {
         case .body:
             stream.update(body)
-        case .timestampDotBody:
-            stream.update((timestamp ?? "") + ".")
-            stream.update(body)
-        case .idDotTimestampDotBody:
-            // One update for the short prefix: each update call has a fixed cost in libcrypto.
-            stream.update((id ?? "") + "." + (timestamp ?? "") + ".")
+        case .timestampDotBody, .idDotTimestampDotBody:
+            // The short prefix goes in as one update from a stack buffer: each update call has a fixed
+            // cost in libcrypto, and joining strings would allocate.
+            let idBytes = content == .idDotTimestampDotBody ? (id ?? "").utf8.count + 1 : 0
+            let timestampBytes = (timestamp ?? "").utf8.count
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: idBytes + timestampBytes + 1) { buffer in
+                var position = 0
+                if content == .idDotTimestampDotBody {
+                    for byte in (id ?? "").utf8 { buffer[position] = byte; position += 1 }
+                    buffer[position] = 0x2e
+                    position += 1
+                }
+                for byte in (timestamp ?? "").utf8 { buffer[position] = byte; position += 1 }
+                buffer[position] = 0x2e
+                stream.update(UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[0..<position + 1]))
+            }
             stream.update(body)
         case .jsonString:
             stream.update(field ?? "")

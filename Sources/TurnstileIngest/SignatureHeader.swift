@@ -5,13 +5,22 @@ import TurnstileCrypto
 ///
 /// Works on the header's UTF-8 bytes: this runs for every delivery.
 struct ParsedSignature {
-    enum Kind { case hmac, ed25519 }
-    struct Entry {
-        let kind: Kind
-        let bytes: [UInt8]
-    }
-    var entries: [Entry] = []
+    /// The HMAC entries, decoded and laid end to end (each `macLength` bytes). One flat byte array rather
+    /// than an array of entries keeps this path free of generic-metadata look-ups.
+    var hmac: [UInt8] = []
+    /// The Ed25519 entries, 64 bytes each, end to end.
+    var ed25519: [UInt8] = []
     var timestamp: String? = nil
+
+    var isEmpty: Bool { hmac.isEmpty && ed25519.isEmpty }
+
+    mutating func appendHMAC(_ bytes: [UInt8]) {
+        if hmac.isEmpty { hmac = bytes } else { hmac += bytes }
+    }
+
+    mutating func appendEd25519(_ bytes: [UInt8]) {
+        if ed25519.isEmpty { ed25519 = bytes } else { ed25519 += bytes }
+    }
 
     /// Parses `value` as `syntax` says. Malformed entries are skipped; the header fails only when nothing
     /// usable is left.
@@ -24,7 +33,6 @@ struct ParsedSignature {
         let encoding = syntax.encoding
         let macLength = syntax.macLength
         var parsed = ParsedSignature()
-        parsed.entries.reserveCapacity(2)
         var malformed = 0
         var otherVersions = 0
         let whole = trimmed(raw, 0..<raw.count)
@@ -37,7 +45,7 @@ struct ParsedSignature {
             guard let bytes = decode(raw, (whole.lowerBound + prefixBytes.count)..<whole.upperBound, macLength, encoding) else {
                 throw Rejection(.malformedSignature, "the signature is not \(macLength) bytes of \(encoding.rawValue)")
             }
-            parsed.entries.append(Entry(kind: .hmac, bytes: bytes))
+            parsed.appendHMAC(bytes)
             return parsed
         case .keyValue(let signatureKey, let timestampKey):
             let signatureName = syntax.first
@@ -54,7 +62,7 @@ struct ParsedSignature {
                     parsed.timestamp = String(decoding: UnsafeRawBufferPointer(rebasing: raw[value]), as: UTF8.self)
                 } else if equal(raw, key, signatureName) {
                     if let bytes = decode(raw, value, macLength, encoding) {
-                        parsed.entries.append(Entry(kind: .hmac, bytes: bytes))
+                        parsed.appendHMAC(bytes)
                     } else {
                         malformed += 1
                     }
@@ -62,7 +70,7 @@ struct ParsedSignature {
                     otherVersions += 1
                 }
             }
-            if parsed.entries.isEmpty && otherVersions > 0 && malformed == 0 {
+            if parsed.isEmpty && otherVersions > 0 && malformed == 0 {
                 throw Rejection(.invalidSignature, "the header has no \(signatureKey)= entry (other schemes such as v0 are never accepted)")
             }
         case .versioned(let hmacVersion, let ed25519Version):
@@ -74,13 +82,13 @@ struct ParsedSignature {
                 let value = (comma + 1)..<piece.upperBound
                 if equal(raw, version, hmacName) {
                     if let bytes = decode(raw, value, macLength, encoding) {
-                        parsed.entries.append(Entry(kind: .hmac, bytes: bytes))
+                        parsed.appendHMAC(bytes)
                     } else {
                         malformed += 1
                     }
                 } else if let ed25519Name, equal(raw, version, ed25519Name) {
                     if let bytes = decode(raw, value, 64, .base64) {
-                        parsed.entries.append(Entry(kind: .ed25519, bytes: bytes))
+                        parsed.appendEd25519(bytes)
                     } else {
                         malformed += 1
                     }
@@ -88,11 +96,11 @@ struct ParsedSignature {
                     otherVersions += 1
                 }
             }
-            if parsed.entries.isEmpty && otherVersions > 0 && malformed == 0 {
+            if parsed.isEmpty && otherVersions > 0 && malformed == 0 {
                 throw Rejection(.invalidSignature, "no entry has a supported version (\(hmacVersion)\(ed25519Version.map { " or \($0)" } ?? ""))")
             }
         }
-        if parsed.entries.isEmpty {
+        if parsed.isEmpty {
             throw Rejection(.malformedSignature, malformed == 0 ? "the signature header has no entries" : "no signature entry is well formed (\(malformed) malformed)")
         }
         return parsed
