@@ -13,6 +13,8 @@ let package = Package(
     products: [
         .library(name: "TurnstileCore", targets: ["TurnstileCore"]),
         .library(name: "TurnstileIngest", targets: ["TurnstileIngest"]),
+        .library(name: "TurnstilePipeline", targets: ["TurnstilePipeline"]),
+        .library(name: "TurnstileSQLite", targets: ["TurnstileSQLite"]),
         .executable(name: "turnstile", targets: ["turnstile"]),
     ],
     targets: [
@@ -26,14 +28,19 @@ let package = Package(
         .target(name: "TurnstileCore"),
         // Signature schemes and the verifier (stage 1 of the pipeline).
         .target(name: "TurnstileIngest", dependencies: ["TurnstileCore", "TurnstileCrypto"]),
+        // The embedded store: the only importer of CSQLite.
+        .target(name: "TurnstileSQLite", dependencies: ["TurnstileCore", "CSQLite"]),
+        // Dedup and dispatch: the pipeline, typed events, handlers and workers. Knows no SQL and no C.
+        .target(name: "TurnstilePipeline", dependencies: ["TurnstileCore", "TurnstileIngest"]),
         // Command types; the executable only calls into this.
-        .target(name: "TurnstileCLI", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileCrypto"]),
+        .target(name: "TurnstileCLI", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileCrypto", "TurnstileSQLite", "TurnstilePipeline"]),
         .executableTarget(name: "turnstile", dependencies: ["TurnstileCLI"]),
 
         .testTarget(name: "TurnstileCryptoTests", dependencies: ["TurnstileCrypto"]),
         .testTarget(name: "TurnstileCoreTests", dependencies: ["TurnstileCore"]),
         .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
         .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore"]),
+        .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

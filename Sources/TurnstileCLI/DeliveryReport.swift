@@ -1,5 +1,6 @@
 import TurnstileCore
 import TurnstileIngest
+import TurnstilePipeline
 
 /// The verdict on one stored delivery, written as the contract's JSON line and checked against `expect`.
 struct DeliveryReport {
@@ -25,6 +26,15 @@ struct DeliveryReport {
             eventType = nil
             eventKey = nil
         }
+    }
+
+    init(source: String, provider: String, verdict: DeliveryVerdict) {
+        self.source = source
+        self.provider = provider
+        outcome = verdict.outcome
+        reason = verdict.reason
+        eventType = verdict.eventType
+        eventKey = verdict.eventKey
     }
 
     /// `{"source":"FILE:LINE","provider":"...","outcome":"...","reason":null,"event_type":"...","event_key":"..."}`

@@ -23,7 +23,10 @@ public enum ExitStatus {
 /// The `turnstile` command line: parses, runs, and maps every error to a message and an exit status
 /// in one place.
 public enum TurnstileMain {
-    static var commands: [any TurnstileCommand.Type] { [VerifyCommand.self, SignCommand.self, BenchCommand.self] }
+    static var commands: [any TurnstileCommand.Type] { [
+        ReplayCommand.self, VerifyCommand.self, SignCommand.self, ExportCommand.self, DeadLettersCommand.self,
+        PruneCommand.self, DispatchCommand.self, BenchCommand.self,
+    ] }
 
     /// The top-level help.
     public static var helpText: String {
@@ -70,6 +73,9 @@ public enum TurnstileMain {
         } catch let error as InputError {
             console.err("turnstile \(name): \(error)")
             return ExitStatus.usage
+        } catch let error as StoreError {
+            console.err("turnstile \(name): \(error)")
+            return ExitStatus.failure
         } catch {
             console.err("turnstile \(name): \(error)")
             return ExitStatus.failure

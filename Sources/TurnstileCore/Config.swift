@@ -10,6 +10,10 @@ public struct TurnstileConfig: Sendable {
     /// Providers in the order the file lists them.
     public var providers: [ProviderConfig]
     public var handlers: [HandlerConfig]
+    public var dispatch = DispatchSettings()
+    /// SQLite's `synchronous` pragma: `full` (default) or `normal`.
+    public var sqliteSynchronous = "full"
+    public var sqliteBusyTimeoutMilliseconds = 5_000
 
     public init(file: String, store: StoreLocation = .sqlite(path: "./turnstile.db"), listen: String = "127.0.0.1:8080",
                 maxBodyBytes: Int = TurnstileConfig.defaultMaxBodyBytes, providers: [ProviderConfig], handlers: [HandlerConfig] = []) {
@@ -26,6 +30,25 @@ public struct TurnstileConfig: Sendable {
     }
 
     public static let defaultMaxBodyBytes = 5 * 1024 * 1024
+}
+
+/// How dispatch workers behave.
+public struct DispatchSettings: Sendable, Hashable {
+    /// Handlers running at once.
+    public var concurrency = 4
+    /// Attempts before an event is dead-lettered.
+    public var maxAttempts = 5
+    /// The first retry waits about this long; each later one twice as long (with jitter), up to the maximum.
+    public var backoffBaseSeconds = 1.0
+    public var backoffMaxSeconds = 300.0
+    /// How long a worker owns a leased event; a crashed worker's events are delivered again after it.
+    public var leaseSeconds = 30.0
+    /// Events leased at once.
+    public var batchSize = 64
+    /// How long shutdown waits for in-flight handlers.
+    public var shutdownGraceSeconds = 10.0
+
+    public init() {}
 }
 
 /// Where events, nonces and the archive are kept.
@@ -171,10 +194,28 @@ struct ConfigReader {
             handlers.append(HandlerConfig(name: name, type: type, path: path,
                                           events: (entry["events"]?.arrayValue ?? []).compactMap(\.stringValue)))
         }
-        return TurnstileConfig(
+        var config = TurnstileConfig(
             file: file, store: store, listen: document["listen"]?.stringValue ?? "127.0.0.1:8080",
             maxBodyBytes: Int(document["max_body_bytes"]?.numberValue?.int64Value ?? Int64(TurnstileConfig.defaultMaxBodyBytes)),
             providers: providers, handlers: handlers)
+        if let dispatch = document["dispatch"] {
+            func number(_ key: String) -> Double? { dispatch[key]?.numberValue?.doubleValue }
+            config.dispatch.concurrency = number("concurrency").map { Int($0) } ?? config.dispatch.concurrency
+            config.dispatch.maxAttempts = number("max_attempts").map { Int($0) } ?? config.dispatch.maxAttempts
+            config.dispatch.backoffBaseSeconds = number("backoff_base_seconds") ?? config.dispatch.backoffBaseSeconds
+            config.dispatch.backoffMaxSeconds = number("backoff_max_seconds") ?? config.dispatch.backoffMaxSeconds
+            config.dispatch.leaseSeconds = number("lease_seconds") ?? config.dispatch.leaseSeconds
+            config.dispatch.batchSize = number("batch_size").map { Int($0) } ?? config.dispatch.batchSize
+            config.dispatch.shutdownGraceSeconds = number("shutdown_grace_seconds") ?? config.dispatch.shutdownGraceSeconds
+            if config.dispatch.backoffMaxSeconds < config.dispatch.backoffBaseSeconds {
+                throw fail(.invalidValue, "backoff_max_seconds is below backoff_base_seconds", at: "dispatch.backoff_max_seconds")
+            }
+        }
+        if let sqlite = document["sqlite"] {
+            config.sqliteSynchronous = sqlite["synchronous"]?.stringValue ?? config.sqliteSynchronous
+            config.sqliteBusyTimeoutMilliseconds = Int(sqlite["busy_timeout_ms"]?.numberValue?.int64Value ?? 5_000)
+        }
+        return config
     }
 
     /// A relative path is relative to the config file's folder.

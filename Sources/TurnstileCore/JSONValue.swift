@@ -72,6 +72,8 @@ public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
 
     public init(text: String) { self.text = text }
     public init(_ value: Int64) { self.text = String(value) }
+    /// The number as JavaScript would write it (`10.0` is `10`).
+    public init(_ value: Double) { self.text = JSONStringifier.formatNumber(value) }
 
     /// The IEEE double the text denotes, as JavaScript's `JSON.parse` would read it.
     public var doubleValue: Double { Double(text) ?? .nan }

@@ -65,6 +65,7 @@ public enum SchemePresets {
         ]),
         identity: [.kind, .json([["id"]]), .json([["status"]])],
         key: .utf8,
+        orderingPartCount: 2,
         stringifyFallback: true)
 
     /// Standard Webhooks and Svix: `v1,<base64>` HMAC-SHA256 or `v1a,<base64>` Ed25519 over

@@ -20,6 +20,9 @@ public struct SchemeSpec: Sendable {
     /// Parts of the event identity, joined with `:` into the event key. Empty: the body's SHA-256.
     public var identity: [IdentityPart]
     public var key: KeyDerivation
+    /// How many leading identity parts name the thing whose states arrive in order (Sync: kind and id,
+    /// not status); events sharing them are dispatched one at a time. Nil: the whole identity.
+    public var orderingPartCount: Int? = nil
     /// Sync only: when the raw bytes fail, try once more over JavaScript's `JSON.stringify` form of the body.
     public var stringifyFallback: Bool = false
     /// The future skew allowed when config does not say.

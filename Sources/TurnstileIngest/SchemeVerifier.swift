@@ -71,6 +71,13 @@ public struct SchemeVerifier: SignatureScheme {
         }
     }
 
+    /// When a signature nonce may be forgotten: once the timestamp check alone would reject a delivery
+    /// bearing it. Nil for schemes that sign no timestamp (their nonces live `retention_seconds`).
+    public func signatureNonceExpiry(signedAt: Instant?) -> Instant? {
+        guard let signedAt, spec.timestamp != .none else { return nil }
+        return signedAt.adding(seconds: Double(spec.timestampIsPayloadAge ? maxAgeSeconds : toleranceSeconds))
+    }
+
     public func verify(headers: HeaderFields, body: [UInt8], now: Instant) -> Result<VerifiedDelivery, Rejection> {
         do {
             return .success(try body.withBytes { raw throws(Rejection) in try verify(headers: headers, raw: raw, now: now) })
@@ -139,7 +146,9 @@ public struct SchemeVerifier: SignatureScheme {
         // 4. What the event is, and which one.
         let kind = try eventKind(&body, headers: headers, set: set)
         var eventKey = ""
-        for part in spec.identity {
+        var orderingKey: String? = nil
+        for (index, part) in spec.identity.enumerated() {
+            if index == spec.orderingPartCount { orderingKey = eventKey }
             let value: String
             switch part {
             case .kind: value = kind ?? "event"
@@ -171,7 +180,7 @@ public struct SchemeVerifier: SignatureScheme {
         }
         return VerifiedDelivery(
             provider: provider, kind: kind, eventType: provider + "." + (kind ?? "event"),
-            eventKey: eventKey, signedAt: signedAt, secretIndex: match.secretIndex,
+            eventKey: eventKey, orderingKey: orderingKey ?? eventKey, signedAt: signedAt, secretIndex: match.secretIndex,
             signature: match.signature, signatureHeader: headers.spelling(canonicalName: set.signature) ?? set.spelled.signature,
             usedStringifyFallback: usedFallback)
     }

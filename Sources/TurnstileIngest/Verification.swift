@@ -10,6 +10,8 @@ public struct VerifiedDelivery: Sendable, Hashable {
     public var eventType: String
     /// The event identity (the dedup key within the provider), e.g. `generation:6f1c…:COMPLETED`.
     public var eventKey: String
+    /// Events with the same ordering key are dispatched in order, one at a time (Sync: one job's states).
+    public var orderingKey: String
     /// The signed timestamp, when the scheme signs one.
     public var signedAt: Instant?
     /// Which configured secret matched (0-based, in config order).

@@ -1,0 +1,165 @@
+/// What the pipeline stores, behind one protocol that the embedded SQLite store and the shared
+/// PostgreSQL store implement with the same semantics. The pipeline's logic knows no SQL.
+///
+/// Every method is one transaction. Implementations are safe to call from any thread.
+public protocol EventStore: Sendable {
+    /// Admits verified deliveries in order, all in ONE transaction: for each, insert-if-absent its signature
+    /// nonce and its event nonce, then append the event to the queue (or to the dead letters when it is
+    /// already known to be undeliverable) and the raw delivery to the archive. Nothing is acknowledged
+    /// until this returns.
+    func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult]
+
+    /// Leases up to `limit` events that are due, keeping order per ordering key: an event is not leased
+    /// while an earlier event with the same key is still queued. Each lease bumps the attempt count.
+    func lease(limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent]
+
+    /// Removes events whose handlers all succeeded.
+    func complete(_ ids: [Int64]) throws(StoreError)
+
+    /// Releases a failed event's lease and makes it due again at `at`.
+    func retry(_ id: Int64, at: Instant, error: String) throws(StoreError)
+
+    /// Moves an event from the queue to the dead letters.
+    func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError)
+
+    /// The earliest instant any queued event becomes due (nil when the queue is empty).
+    func nextDue() throws(StoreError) -> Instant?
+
+    /// Events waiting or leased.
+    func queueDepth() throws(StoreError) -> Int
+
+    /// Dead letters, oldest first.
+    func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter]
+
+    /// Puts dead letters back on the queue (all of them when `ids` is nil), with their attempts reset.
+    /// Returns how many were re-queued.
+    func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int
+
+    /// Deletes nonces that expired before `now`; returns how many.
+    func pruneNonces(now: Instant) throws(StoreError) -> Int
+
+    /// Calls `body` with each archived raw delivery in arrival order, optionally only one provider's and
+    /// only those received at or after `since`. Reads in pages, so memory stays flat.
+    func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws
+}
+
+/// One verified delivery to admit.
+public struct Admission: Sendable {
+    public var provider: String
+    public var kind: String?
+    public var eventType: String
+    public var eventKey: String
+    /// Events with the same ordering key are dispatched one at a time, in arrival order.
+    public var orderingKey: String
+    /// The signature that matched: the signature nonce, scoped by provider and kind.
+    public var signature: [UInt8]
+    public var signatureExpiresAt: Instant
+    public var eventExpiresAt: Instant
+    /// The raw delivery, archived as received.
+    public var delivery: Delivery
+    public var signedAt: Instant?
+    /// When set, the event goes straight to the dead letters with this reason (a payload that breaks its schema).
+    public var deadLetter: (reason: Reason, message: String)?
+    /// `replay --reprocess`: a seen event is queued again (flagged as a reprocess) instead of only reported.
+    public var reprocess: Bool
+
+    public init(provider: String, kind: String?, eventType: String, eventKey: String, orderingKey: String,
+                signature: [UInt8], signatureExpiresAt: Instant, eventExpiresAt: Instant, delivery: Delivery,
+                signedAt: Instant?, deadLetter: (reason: Reason, message: String)? = nil, reprocess: Bool = false) {
+        self.provider = provider
+        self.kind = kind
+        self.eventType = eventType
+        self.eventKey = eventKey
+        self.orderingKey = orderingKey
+        self.signature = signature
+        self.signatureExpiresAt = signatureExpiresAt
+        self.eventExpiresAt = eventExpiresAt
+        self.delivery = delivery
+        self.signedAt = signedAt
+        self.deadLetter = deadLetter
+        self.reprocess = reprocess
+    }
+}
+
+/// How the store took one admission.
+public enum AdmissionResult: Sendable, Hashable {
+    /// New: queued (or dead-lettered) as event `eventID`.
+    case accepted(eventID: Int64)
+    /// Seen before (`seen_signature` or `seen_event`); `requeuedEventID` is set when `reprocess` queued it again.
+    case duplicate(Reason, requeuedEventID: Int64?)
+}
+
+/// An event leased from the queue for dispatch.
+public struct QueuedEvent: Sendable, Hashable {
+    public var id: Int64
+    public var provider: String
+    public var eventType: String
+    public var eventKey: String
+    public var payload: [UInt8]
+    public var receivedAt: Instant
+    /// 1 on the first delivery to handlers.
+    public var attempt: Int
+    public var isReprocess: Bool
+
+    public init(id: Int64, provider: String, eventType: String, eventKey: String, payload: [UInt8],
+                receivedAt: Instant, attempt: Int, isReprocess: Bool) {
+        self.id = id
+        self.provider = provider
+        self.eventType = eventType
+        self.eventKey = eventKey
+        self.payload = payload
+        self.receivedAt = receivedAt
+        self.attempt = attempt
+        self.isReprocess = isReprocess
+    }
+}
+
+/// An event that will not be dispatched until someone retries it.
+public struct DeadLetter: Sendable, Hashable {
+    public var id: Int64
+    public var provider: String
+    public var eventType: String
+    public var eventKey: String
+    public var reason: Reason
+    public var lastError: String
+    public var attempts: Int
+    public var deadAt: Instant
+
+    public init(id: Int64, provider: String, eventType: String, eventKey: String, reason: Reason, lastError: String,
+                attempts: Int, deadAt: Instant) {
+        self.id = id
+        self.provider = provider
+        self.eventType = eventType
+        self.eventKey = eventKey
+        self.reason = reason
+        self.lastError = lastError
+        self.attempts = attempts
+        self.deadAt = deadAt
+    }
+}
+
+/// A store failure: the sender must not be told its delivery was kept.
+public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        /// The store cannot be reached or written (busy past its timeout, disk full, I/O error).
+        public static let unavailable = Code(rawValue: "store_unavailable")
+        /// The store's files or schema are not what this version expects.
+        public static let incompatible = Code(rawValue: "store_incompatible")
+        /// A bug: the store was used in a way it does not allow.
+        public static let misuse = Code(rawValue: "store_misuse")
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

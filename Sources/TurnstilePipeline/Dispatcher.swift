@@ -1,0 +1,170 @@
+public import TurnstileCore
+import Foundation
+import Synchronization
+
+/// Stage 3: workers that lease events from the durable queue and run their handlers.
+///
+/// - At least once: an event is marked done only after every matching handler returned and was committed.
+///   A crash leaves its lease to expire, and the event is delivered again.
+/// - Bounded concurrency: at most `concurrency` handler calls run at once.
+/// - Failures retry with exponential backoff and full jitter; after `max_attempts` the event is dead-lettered
+///   with its last error. A payload that does not decode as the handler's event type is dead-lettered at once.
+/// - Order per identity: the store leases only the oldest queued event of each ordering key.
+public final class Dispatcher: Sendable {
+    /// What a run did.
+    public struct Stats: Sendable, Hashable {
+        public var dispatched = 0
+        public var retried = 0
+        public var deadLettered = 0
+        public init() {}
+    }
+
+    /// Reason codes of dead letters written by the dispatcher.
+    public static let handlerFailed = Reason(rawValue: "handler_failed")
+    public static let handlerTypeMismatch = Reason(rawValue: "handler_type_mismatch")
+
+    private let store: any EventStore
+    private let registry: HandlerRegistry
+    private let settings: DispatchSettings
+    private let clock: any WallClock
+    private let logger: Logger
+    /// Names this worker's leases.
+    public let owner: String
+    private let observer: (@Sendable (QueuedEvent, String, Bool, Double) -> Void)?
+
+    /// - Parameter observer: told of every handler run (event, handler name, success, seconds), for metrics.
+    public init(store: any EventStore, registry: HandlerRegistry, settings: DispatchSettings,
+                clock: any WallClock = SystemWallClock(), logger: Logger = .silent,
+                observer: (@Sendable (QueuedEvent, String, Bool, Double) -> Void)? = nil) {
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock
+        self.logger = logger
+        self.owner = "\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
+        self.observer = observer
+    }
+
+    /// Dispatches until the queue is empty, waiting for retries that are due later. Returns early, with what
+    /// it did, when `shouldStop` turns true between batches.
+    public func drain(shouldStop: @Sendable () -> Bool = { false },
+                      progress: (Stats) -> Void = { _ in }) async throws(StoreError) -> Stats {
+        var stats = Stats()
+        while !shouldStop() {
+            let batch = try store.lease(limit: settings.batchSize, owner: owner, now: clock.now(), leaseSeconds: settings.leaseSeconds)
+            if batch.isEmpty {
+                guard let due = try store.nextDue() else { return stats }
+                let wait = min(max(due.secondsSince1970 - clock.now().secondsSince1970, 0.001), 1.0)
+                try? await Task.sleep(nanoseconds: UInt64(wait * 1e9))
+                continue
+            }
+            let outcome = await process(batch)
+            stats.dispatched += outcome.dispatched
+            stats.retried += outcome.retried
+            stats.deadLettered += outcome.deadLettered
+            progress(stats)
+        }
+        return stats
+    }
+
+    /// Runs one leased batch to the end: handlers, commits, then done / retry / dead letter in the store.
+    func process(_ batch: [QueuedEvent]) async -> Stats {
+        let results = await runHandlers(batch)
+        var failures: [Int: any Error] = [:]
+        var committed: [String: (any Error)?] = [:]
+        for (index, result) in results.enumerated() {
+            if let error = result.error { failures[index] = error }
+        }
+        // Durability barrier: every handler that succeeded on some event of the batch commits before any of
+        // those events is marked done.
+        for entry in registry.entries {
+            let used = results.indices.contains { failures[$0] == nil && results[$0].handlers.contains(entry.name) }
+            guard used else { continue }
+            do { try await entry.commit(); committed[entry.name] = .some(nil) } catch { committed[entry.name] = error }
+        }
+        for (index, result) in results.enumerated() where failures[index] == nil {
+            if let failedCommit = result.handlers.lazy.compactMap({ committed[$0] ?? nil }).first {
+                failures[index] = failedCommit
+            }
+        }
+        var stats = Stats()
+        let done = batch.indices.filter { failures[$0] == nil }.map { batch[$0].id }
+        do {
+            try store.complete(done)
+            stats.dispatched = done.count
+            for (index, error) in failures.sorted(by: { $0.key < $1.key }) {
+                let event = batch[index]
+                let message = String(describing: error)
+                if error is EventDecodingError {
+                    try store.deadLetter(event.id, reason: Self.handlerTypeMismatch, error: message, now: clock.now())
+                    stats.deadLettered += 1
+                    logger.error("dead-lettered", ["event_id": String(event.id), "event_type": event.eventType, "reason": Self.handlerTypeMismatch.rawValue, "error": message])
+                } else if event.attempt >= settings.maxAttempts {
+                    try store.deadLetter(event.id, reason: Self.handlerFailed, error: message, now: clock.now())
+                    stats.deadLettered += 1
+                    logger.error("dead-lettered", ["event_id": String(event.id), "event_type": event.eventType, "reason": Self.handlerFailed.rawValue,
+                                                   "attempts": String(event.attempt), "error": message])
+                } else {
+                    let delay = backoff(attempt: event.attempt)
+                    try store.retry(event.id, at: clock.now().adding(seconds: delay), error: message)
+                    stats.retried += 1
+                    logger.warning("handler failed; will retry", ["event_id": String(event.id), "event_type": event.eventType,
+                                                                  "attempt": String(event.attempt), "retry_in_s": String(format: "%.3f", delay), "error": message])
+                }
+            }
+        } catch {
+            // The leases will expire and the events will be delivered again: at least once still holds.
+            logger.error("store failed after dispatch; events will be redelivered", ["error": error.description])
+        }
+        return stats
+    }
+
+    /// `base × 2^(attempt-1)`, capped, with full jitter in [50%, 100%].
+    func backoff(attempt: Int) -> Double {
+        let exponential = settings.backoffBaseSeconds * pow(2, Double(max(0, attempt - 1)))
+        let capped = min(exponential, settings.backoffMaxSeconds)
+        return capped * Double.random(in: 0.5...1.0)
+    }
+
+    private struct HandlerResult: Sendable {
+        var handlers: [String] = []
+        var error: (any Error)? = nil
+    }
+
+    private func runHandlers(_ batch: [QueuedEvent]) async -> [HandlerResult] {
+        await withTaskGroup(of: (Int, HandlerResult).self) { group in
+            var results = [HandlerResult](repeating: HandlerResult(), count: batch.count)
+            var inFlight = 0
+            for (index, event) in batch.enumerated() {
+                if inFlight >= max(1, settings.concurrency), let (finished, result) = await group.next() {
+                    results[finished] = result
+                    inFlight -= 1
+                }
+                group.addTask { (index, await self.run(event)) }
+                inFlight += 1
+            }
+            for await (finished, result) in group { results[finished] = result }
+            return results
+        }
+    }
+
+    private func run(_ event: QueuedEvent) async -> HandlerResult {
+        var result = HandlerResult()
+        for entry in registry.handlers(for: event.eventType) {
+            let context = DispatchContext(eventID: event.id, provider: event.provider, eventType: event.eventType, eventKey: event.eventKey,
+                                          receivedAt: event.receivedAt, attempt: event.attempt, isReprocess: event.isReprocess,
+                                          handlerName: entry.name)
+            let start = DispatchTime.now().uptimeNanoseconds
+            do {
+                try await entry.handle(event, context)
+                observer?(event, entry.name, true, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                result.handlers.append(entry.name)
+            } catch {
+                observer?(event, entry.name, false, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                result.error = error
+                return result
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,99 @@
+public import TurnstileCore
+
+/// Where and how often an event reached a handler.
+public struct DispatchContext: Sendable, Hashable {
+    /// The queue's id for the event (stable across retries).
+    public var eventID: Int64
+    public var provider: String
+    public var eventType: String
+    public var eventKey: String
+    public var receivedAt: Instant
+    /// 1 on the first try.
+    public var attempt: Int
+    /// True when `replay --reprocess` sent an already-seen event again.
+    public var isReprocess: Bool
+    /// The name the handler was registered under.
+    public var handlerName: String
+}
+
+/// A handler of one typed event. Written in Swift, registered with a ``HandlerRegistry``:
+///
+/// ```swift
+/// struct Notify: EventHandler {
+///     func handle(_ event: CallEvent, context: DispatchContext) async throws {
+///         try await crm.logCall(event.call.callID.value, status: event.call.status)
+///     }
+/// }
+/// var registry = HandlerRegistry()
+/// registry.register(Notify(), name: "notify", events: ["synthflow.post_call"])
+/// ```
+///
+/// Delivery is at least once: a handler may see an event again after a crash or a failed attempt, so it
+/// should be idempotent (``DispatchContext/eventID`` and ``DispatchContext/eventKey`` are stable).
+/// Throwing schedules a retry with backoff; after the configured attempts the event is dead-lettered
+/// with the last error.
+public protocol EventHandler: Sendable {
+    associatedtype Event: DispatchableEvent
+    func handle(_ event: Event, context: DispatchContext) async throws
+    /// Called after a batch of `handle` calls succeeded and before their events are marked done: make their
+    /// effects durable here (the `jsonl` handler fsyncs). Defaults to nothing.
+    func commit() async throws
+}
+
+extension EventHandler {
+    public func commit() async throws {}
+}
+
+/// A payload that does not decode as the type a handler asked for.
+public struct EventDecodingError: Error, CustomStringConvertible {
+    public let handler: String
+    public let expected: String
+    public let underlying: String
+    public var description: String { "handler \(handler) expects \(expected), and the payload does not decode as one: \(underlying)" }
+}
+
+/// Routes event types to handlers. Patterns are `*` (everything), a prefix ending in `.*` (`sync.*`), or an
+/// exact type (`synthflow.post_call`).
+///
+/// Registration erases each handler to closures, so a handler compiled in another module (a plugin)
+/// registers through the same generic call.
+public struct HandlerRegistry: Sendable {
+    struct Entry: Sendable {
+        let name: String
+        let patterns: [String]
+        let handle: @Sendable (QueuedEvent, DispatchContext) async throws -> Void
+        let commit: @Sendable () async throws -> Void
+    }
+
+    private(set) var entries: [Entry] = []
+
+    public init() {}
+
+    /// Registers `handler` for the event types matching `patterns`.
+    public mutating func register<Handler: EventHandler>(_ handler: Handler, name: String, events patterns: [String]) {
+        entries.append(Entry(
+            name: name, patterns: patterns,
+            handle: { queued, context in
+                let event: Handler.Event
+                do { event = try Handler.Event(queued: queued) } catch {
+                    throw EventDecodingError(handler: name, expected: String(describing: Handler.Event.self), underlying: "\(error)")
+                }
+                try await handler.handle(event, context: context)
+            },
+            commit: { try await handler.commit() }))
+    }
+
+    /// The names of the handlers registered.
+    public var names: [String] { entries.map(\.name) }
+
+    func handlers(for eventType: String) -> [Entry] {
+        entries.filter { entry in entry.patterns.contains { Self.matches($0, eventType) } }
+    }
+
+    /// True when `pattern` covers `eventType`.
+    public static func matches(_ pattern: String, _ eventType: String) -> Bool {
+        if pattern == "*" { return true }
+        if pattern.hasSuffix(".*") { return eventType.hasPrefix(pattern.dropLast()) }
+        return pattern == eventType
+    }
+}

@@ -1,0 +1,124 @@
+public import TurnstileCore
+public import TurnstileIngest
+
+/// What became of one delivery after the whole admission path.
+public struct DeliveryVerdict: Sendable, Hashable {
+    public var outcome: Outcome
+    public var reason: Reason?
+    public var eventType: String?
+    public var eventKey: String?
+    /// The queued event's id, for accepted deliveries (and re-queued duplicates under `--reprocess`).
+    public var eventID: Int64?
+    /// Why it was rejected, or why the accepted event went to the dead letters. Never contains secrets.
+    public var detail: String?
+    /// Accepted, but dead-lettered at once (its payload breaks its schema).
+    public var deadLettered: Bool = false
+    /// Sync only: verified through the `JSON.stringify` fallback.
+    public var usedStringifyFallback: Bool = false
+}
+
+/// Stages 1 and 2: verification, then the replay guard and the durable enqueue, for batches of deliveries
+/// admitted in one transaction.
+///
+/// A verified event whose payload breaks its schema (`schemas/<scheme>/<kind>.schema.json`) is still
+/// `accepted`: it is stored in the dead letters with `schema_violation`, never dropped.
+public struct Pipeline: Sendable {
+    public let ingest: Ingest
+    public let store: any EventStore
+    private let schemas: [String: JSONSchema]
+    private let retention: [String: Double]
+
+    /// - Throws: ``InputError`` when an event schema is missing from `catalog`.
+    public init(config: TurnstileConfig, ingest: Ingest, store: any EventStore, catalog: SchemaCatalog) throws(InputError) {
+        self.ingest = ingest
+        self.store = store
+        var schemas: [String: JSONSchema] = [:]
+        var retention: [String: Double] = [:]
+        for provider in config.providers {
+            retention[provider.name] = Double(provider.retentionSeconds ?? ProviderConfig.defaultRetentionSeconds)
+            for kind in EventSchemas.kinds[provider.scheme] ?? [] {
+                schemas["\(provider.name).\(kind)"] = try catalog.schema("\(provider.scheme)/\(kind)")
+            }
+        }
+        self.schemas = schemas
+        self.retention = retention
+    }
+
+    /// Verifies each delivery, then admits the verified ones in ONE transaction.
+    ///
+    /// - Parameters:
+    ///   - now: judge timestamps at this instant; each delivery's `received_at` (else the clock) when nil.
+    ///   - reprocess: queue already-seen events again, flagged as reprocesses.
+    /// - Returns: one verdict per delivery, in order. When the store fails, every verified delivery of the
+    ///   batch is `rejected`/`store_unavailable` and nothing of the batch was kept.
+    public func process(_ deliveries: [Delivery], now: Instant? = nil, reprocess: Bool = false,
+                        clock: any WallClock = SystemWallClock()) -> [DeliveryVerdict] {
+        var verdicts = [DeliveryVerdict](repeating: DeliveryVerdict(outcome: .rejected), count: deliveries.count)
+        var admissions: [Admission] = []
+        var positions: [Int] = []
+        for (index, original) in deliveries.enumerated() {
+            let instant = now ?? original.receivedAt ?? clock.now()
+            switch ingest.verify(original, now: instant) {
+            case .failure(let rejection):
+                verdicts[index] = DeliveryVerdict(outcome: .rejected, reason: rejection.reason, detail: rejection.detail)
+            case .success(let verified):
+                var delivery = original
+                if delivery.receivedAt == nil { delivery.receivedAt = instant }
+                let deadLetter = schemaViolation(verified, body: delivery.body)
+                let keep = retention[verified.provider] ?? Double(ProviderConfig.defaultRetentionSeconds)
+                let signatureExpiry = ingest.scheme(for: verified.provider)?.signatureNonceExpiry(signedAt: verified.signedAt)
+                admissions.append(Admission(
+                    provider: verified.provider, kind: verified.kind, eventType: verified.eventType, eventKey: verified.eventKey,
+                    orderingKey: verified.orderingKey, signature: verified.signature,
+                    signatureExpiresAt: signatureExpiry ?? instant.adding(seconds: keep),
+                    eventExpiresAt: instant.adding(seconds: keep), delivery: delivery, signedAt: verified.signedAt,
+                    deadLetter: deadLetter, reprocess: reprocess))
+                positions.append(index)
+                verdicts[index] = DeliveryVerdict(outcome: .accepted, eventType: verified.eventType, eventKey: verified.eventKey,
+                                                  detail: deadLetter?.message, deadLettered: deadLetter != nil,
+                                                  usedStringifyFallback: verified.usedStringifyFallback)
+            }
+        }
+        guard !admissions.isEmpty else { return verdicts }
+        do {
+            let results = try store.admit(admissions)
+            for (position, result) in zip(positions, results) {
+                switch result {
+                case .accepted(let eventID):
+                    verdicts[position].eventID = eventID
+                case .duplicate(let reason, let requeued):
+                    verdicts[position].outcome = .duplicate
+                    verdicts[position].reason = reason
+                    verdicts[position].eventID = requeued
+                    verdicts[position].deadLettered = false
+                    verdicts[position].detail = nil
+                }
+            }
+        } catch {
+            for position in positions {
+                verdicts[position] = DeliveryVerdict(outcome: .rejected, reason: .storeUnavailable, eventType: verdicts[position].eventType,
+                                                     eventKey: verdicts[position].eventKey, detail: error.message)
+            }
+        }
+        return verdicts
+    }
+
+    private func schemaViolation(_ verified: VerifiedDelivery, body: [UInt8]) -> (reason: Reason, message: String)? {
+        guard let schema = schemas[verified.eventType] else { return nil }
+        let document: JSONValue
+        do { document = try JSONParser.parse(body) } catch {
+            return (.schemaViolation, "the body is not valid JSON: \(error)")
+        }
+        guard let first = schema.violations(of: document).first else { return nil }
+        return (.schemaViolation, "\(verified.eventType) payload breaks its schema: \(first)")
+    }
+}
+
+/// Which event kinds of a scheme have a schema in `schemas/<scheme>/<kind>.schema.json`.
+public enum EventSchemas {
+    public static let kinds: [String: [String]] = [
+        "synthflow": ["post_call", "inbound_call"],
+        "autify": ["test_plan_result", "test_case_result"],
+        "sync": ["generation", "batch"],
+    ]
+}

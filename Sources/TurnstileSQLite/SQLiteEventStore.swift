@@ -1,0 +1,383 @@
+public import TurnstileCore
+import Foundation
+import Synchronization
+
+/// The embedded store: SQLite in WAL mode with `synchronous=FULL` by default, so a commit survives a
+/// power cut before any sender hears 2xx.
+///
+/// One connection, serialised by a mutex: SQLite allows one writer at a time anyway, and batching
+/// (``admit(_:)`` takes many deliveries per transaction) is what makes durability cheap.
+///
+/// `@unchecked Sendable` is safe because the non-Sendable connection is touched only inside
+/// `lock.withLock`, so exactly one thread uses it at a time, and it never escapes this class.
+///
+/// Related SQLite documentation: <https://www.sqlite.org/wal.html>, <https://www.sqlite.org/pragma.html#pragma_synchronous>
+public final class SQLiteEventStore: EventStore, @unchecked Sendable {
+    /// How durable a commit is.
+    public enum Synchronous: String, Sendable {
+        /// fsync at every commit (the default): survives power loss.
+        case full
+        /// fsync at checkpoints only: survives a crash of the process, not of the machine.
+        case normal
+    }
+
+    public struct Options: Sendable {
+        public var synchronous: Synchronous = .full
+        /// How long a writer waits for another process's lock before the store counts as unavailable.
+        public var busyTimeoutMilliseconds: Int = 5_000
+
+        public init(synchronous: Synchronous = .full, busyTimeoutMilliseconds: Int = 5_000) {
+            self.synchronous = synchronous
+            self.busyTimeoutMilliseconds = busyTimeoutMilliseconds
+        }
+    }
+
+    /// The schema version this code writes; older stores are migrated at open.
+    public static let schemaVersion = 1
+    /// The SQLite library in use.
+    public static var libraryVersion: String { SQLiteConnection.libraryVersion }
+
+    public let path: String
+    private let lock = Mutex<Void>(())
+    private let connection: SQLiteConnection
+
+    /// Opens (creating if needed) the store at `path` (`:memory:` for a private in-memory store),
+    /// checks the library, sets WAL and the pragmas and checks that they took effect, and migrates.
+    public init(path: String, options: Options = Options()) throws(StoreError) {
+        self.path = path
+        let opened: SQLiteConnection
+        do throws(SQLiteError) {
+            try SQLiteConnection.checkLibrary()
+            opened = try SQLiteConnection(path: path)
+            try opened.execute("PRAGMA busy_timeout = \(options.busyTimeoutMilliseconds)")
+            if path != ":memory:" {
+                let mode = try opened.scalarText("PRAGMA journal_mode = WAL")
+                guard mode?.lowercased() == "wal" else {
+                    throw SQLiteError(code: 1, extendedCode: 1, message: "journal_mode is \(mode ?? "unknown"), not wal", sql: nil)
+                }
+            }
+            try opened.execute("PRAGMA synchronous = \(options.synchronous.rawValue.uppercased())")
+            let synchronous = try opened.scalarText("PRAGMA synchronous")
+            let expected = options.synchronous == .full ? "2" : "1"
+            guard synchronous == expected else {
+                throw SQLiteError(code: 1, extendedCode: 1, message: "synchronous is \(synchronous ?? "unknown"), not \(options.synchronous.rawValue)", sql: nil)
+            }
+            try opened.execute("PRAGMA foreign_keys = ON")
+            try Self.migrate(opened)
+        } catch {
+            throw StoreError(.unavailable, "cannot open the SQLite store \(path): \(error)")
+        }
+        self.connection = opened
+    }
+
+    // MARK: Schema
+
+    private static let migrations: [String] = [
+        // Version 1.
+        """
+        CREATE TABLE nonces (
+            provider TEXT NOT NULL,
+            category INTEGER NOT NULL,          -- 0: signature (scope = event kind), 1: event identity
+            scope TEXT NOT NULL,
+            value BLOB NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (provider, category, scope, value)
+        ) WITHOUT ROWID;
+        CREATE INDEX nonces_expiry ON nonces (expires_at);
+        CREATE TABLE archive (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            path TEXT,
+            headers TEXT NOT NULL,              -- JSON array of [name, value] pairs, in order
+            body BLOB NOT NULL
+        );
+        CREATE INDEX archive_provider ON archive (provider, received_at);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            provider TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            event_key TEXT NOT NULL,
+            ordering_key TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            received_at REAL NOT NULL,
+            reprocess INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            available_at REAL NOT NULL,
+            lease_owner TEXT,
+            lease_until REAL,
+            last_error TEXT,
+            archive_id INTEGER
+        );
+        CREATE INDEX events_due ON events (available_at);
+        CREATE INDEX events_order ON events (ordering_key, id);
+        CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            provider TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            event_key TEXT NOT NULL,
+            ordering_key TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            received_at REAL NOT NULL,
+            reprocess INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            last_error TEXT NOT NULL,
+            dead_at REAL NOT NULL,
+            archive_id INTEGER
+        );
+        """,
+    ]
+
+    private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
+        let current = Int(try connection.scalarText("PRAGMA user_version") ?? "0") ?? 0
+        guard current <= migrations.count else {
+            throw SQLiteError(code: 1, extendedCode: 1,
+                              message: "the store has schema version \(current); this Turnstile knows up to \(migrations.count)", sql: nil)
+        }
+        for version in current..<migrations.count {
+            try connection.execute("BEGIN IMMEDIATE; \(migrations[version]) PRAGMA user_version = \(version + 1); COMMIT;")
+        }
+    }
+
+    // MARK: Access
+
+    private func withConnection<T>(_ what: String, _ body: (SQLiteConnection) throws -> T) throws(StoreError) -> T {
+        do {
+            return try lock.withLock { _ in try body(connection) }
+        } catch let error as SQLiteError {
+            throw StoreError(.unavailable, "\(what): \(error)")
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.misuse, "\(what): \(error)")
+        }
+    }
+
+    // MARK: Admission
+
+    public func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] {
+        try withConnection("admit") { db in
+            try db.transaction {
+                try batch.map { try admit($0, in: db) }
+            }
+        }
+    }
+
+    private func admit(_ admission: Admission, in db: SQLiteConnection) throws -> AdmissionResult {
+        let now = admission.delivery.receivedAt?.secondsSince1970 ?? 0
+        // Insert-if-absent; an expired nonce that was not pruned yet counts as absent.
+        let insertNonce = try db.prepare("""
+            INSERT INTO nonces (provider, category, scope, value, expires_at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at < ?
+            """)
+        try insertNonce.bind(.text(admission.provider), .integer(0), .text(admission.kind ?? ""), .blob(admission.signature),
+                             .real(admission.signatureExpiresAt.secondsSince1970), .real(now)).run()
+        var duplicate: Reason? = nil
+        if db.changes == 0 {
+            duplicate = .seenSignature
+        } else {
+            try insertNonce.bind(.text(admission.provider), .integer(1), .text(""), .blob(Array(admission.eventKey.utf8)),
+                                 .real(admission.eventExpiresAt.secondsSince1970), .real(now)).run()
+            if db.changes == 0 { duplicate = .seenEvent }
+        }
+        if let duplicate {
+            guard admission.reprocess else { return .duplicate(duplicate, requeuedEventID: nil) }
+            return .duplicate(duplicate, requeuedEventID: try enqueue(admission, archiveID: nil, in: db))
+        }
+        let archive = try db.prepare("INSERT INTO archive (provider, received_at, path, headers, body) VALUES (?, ?, ?, ?, ?)")
+        let delivery = admission.delivery
+        let headerPairs = JSONValue.array(delivery.headers.map { .array([.string($0.name), .string($0.value)]) })
+        try archive.bind(.text(admission.provider), .real(now), delivery.path.map(SQLiteValue.text) ?? .null,
+                         .text(headerPairs.serialized()), .blob(delivery.body)).run()
+        let archiveID = db.lastInsertRowID
+        return .accepted(eventID: try enqueue(admission, archiveID: archiveID, in: db))
+    }
+
+    private func enqueue(_ admission: Admission, archiveID: Int64?, in db: SQLiteConnection) throws -> Int64 {
+        let now = admission.delivery.receivedAt?.secondsSince1970 ?? 0
+        let insert = try db.prepare("""
+            INSERT INTO events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(admission.orderingKey),
+                        .blob(admission.delivery.body), .real(now), .integer(admission.reprocess ? 1 : 0), .real(0),
+                        archiveID.map(SQLiteValue.integer) ?? .null).run()
+        let id = db.lastInsertRowID
+        if let (reason, message) = admission.deadLetter {
+            try moveToDeadLetters(id, reason: reason, error: message, now: now, in: db)
+        }
+        return id
+    }
+
+    // MARK: Queue
+
+    public func lease(limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] {
+        try withConnection("lease") { db in
+            try db.transaction {
+                let select = try db.prepare("""
+                    SELECT e.id, e.provider, e.event_type, e.event_key, e.payload, e.received_at, e.attempts, e.reprocess
+                    FROM events e
+                    WHERE e.available_at <= ?1 AND (e.lease_until IS NULL OR e.lease_until < ?1)
+                      AND NOT EXISTS (SELECT 1 FROM events p WHERE p.ordering_key = e.ordering_key AND p.id < e.id)
+                    ORDER BY e.id LIMIT ?2
+                    """)
+                try select.bind(.real(now.secondsSince1970), .integer(Int64(limit)))
+                var events: [QueuedEvent] = []
+                while try select.step() {
+                    events.append(QueuedEvent(
+                        id: select.int64(0), provider: select.text(1) ?? "", eventType: select.text(2) ?? "",
+                        eventKey: select.text(3) ?? "", payload: select.blob(4), receivedAt: Instant(secondsSince1970: select.double(5)),
+                        attempt: Int(select.int64(6)) + 1, isReprocess: select.int64(7) != 0))
+                }
+                select.reset()
+                let take = try db.prepare("UPDATE events SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 WHERE id = ?")
+                for event in events {
+                    try take.bind(.text(owner), .real(now.secondsSince1970 + leaseSeconds), .integer(event.id)).run()
+                }
+                return events
+            }
+        }
+    }
+
+    public func complete(_ ids: [Int64]) throws(StoreError) {
+        guard !ids.isEmpty else { return }
+        try withConnection("complete") { db in
+            try db.transaction {
+                let delete = try db.prepare("DELETE FROM events WHERE id = ?")
+                for id in ids { try delete.bind(.integer(id)).run() }
+            }
+        }
+    }
+
+    public func retry(_ id: Int64, at: Instant, error: String) throws(StoreError) {
+        try withConnection("retry") { db in
+            try db.prepare("UPDATE events SET available_at = ?, lease_owner = NULL, lease_until = NULL, last_error = ? WHERE id = ?")
+                .bind(.real(at.secondsSince1970), .text(error), .integer(id)).run()
+        }
+    }
+
+    public func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError) {
+        try withConnection("dead-letter") { db in
+            try db.transaction { try moveToDeadLetters(id, reason: reason, error: error, now: now.secondsSince1970, in: db) }
+        }
+    }
+
+    private func moveToDeadLetters(_ id: Int64, reason: Reason, error: String, now: Double, in db: SQLiteConnection) throws {
+        try db.prepare("""
+            INSERT INTO dead_letters (id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts,
+                                      reason, last_error, dead_at, archive_id)
+            SELECT id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts, ?, ?, ?, archive_id
+            FROM events WHERE id = ?
+            """).bind(.text(reason.rawValue), .text(error), .real(now), .integer(id)).run()
+        try db.prepare("DELETE FROM events WHERE id = ?").bind(.integer(id)).run()
+    }
+
+    public func nextDue() throws(StoreError) -> Instant? {
+        try withConnection("next due") { db in
+            let select = try db.prepare("SELECT MIN(MAX(available_at, COALESCE(lease_until, 0))) FROM events")
+            defer { select.reset() }
+            guard try select.step(), !select.isNull(0) else { return nil }
+            return Instant(secondsSince1970: select.double(0))
+        }
+    }
+
+    public func queueDepth() throws(StoreError) -> Int {
+        try withConnection("queue depth") { db in
+            let select = try db.prepare("SELECT COUNT(*) FROM events")
+            defer { select.reset() }
+            return try select.step() ? Int(select.int64(0)) : 0
+        }
+    }
+
+    // MARK: Dead letters
+
+    public func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter] {
+        try withConnection("dead letters") { db in
+            let select = try db.prepare("""
+                SELECT id, provider, event_type, event_key, reason, last_error, attempts, dead_at FROM dead_letters ORDER BY id LIMIT ?
+                """)
+            try select.bind(.integer(Int64(limit)))
+            var letters: [DeadLetter] = []
+            while try select.step() {
+                letters.append(DeadLetter(id: select.int64(0), provider: select.text(1) ?? "", eventType: select.text(2) ?? "",
+                                          eventKey: select.text(3) ?? "", reason: Reason(rawValue: select.text(4) ?? ""),
+                                          lastError: select.text(5) ?? "", attempts: Int(select.int64(6)),
+                                          deadAt: Instant(secondsSince1970: select.double(7))))
+            }
+            select.reset()
+            return letters
+        }
+    }
+
+    public func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int {
+        try withConnection("re-queue dead letters") { db in
+            try db.transaction {
+                let targets: [Int64]
+                if let ids {
+                    targets = ids
+                } else {
+                    let select = try db.prepare("SELECT id FROM dead_letters ORDER BY id")
+                    var all: [Int64] = []
+                    while try select.step() { all.append(select.int64(0)) }
+                    select.reset()
+                    targets = all
+                }
+                var moved = 0
+                let insert = try db.prepare("""
+                    INSERT INTO events (id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts,
+                                        available_at, last_error, archive_id)
+                    SELECT id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, 0, ?, last_error, archive_id
+                    FROM dead_letters WHERE id = ?
+                    """)
+                let delete = try db.prepare("DELETE FROM dead_letters WHERE id = ?")
+                for id in targets {
+                    try insert.bind(.real(now.secondsSince1970), .integer(id)).run()
+                    if db.changes == 1 {
+                        try delete.bind(.integer(id)).run()
+                        moved += 1
+                    }
+                }
+                return moved
+            }
+        }
+    }
+
+    // MARK: Nonces and archive
+
+    public func pruneNonces(now: Instant) throws(StoreError) -> Int {
+        try withConnection("prune") { db in
+            try db.prepare("DELETE FROM nonces WHERE expires_at < ?").bind(.real(now.secondsSince1970)).run()
+            return db.changes
+        }
+    }
+
+    public func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws {
+        var after: Int64 = 0
+        while true {
+            let page: [Delivery] = try withConnection("export") { db in
+                let select = try db.prepare("""
+                    SELECT id, provider, received_at, path, headers, body FROM archive
+                    WHERE id > ? AND (?2 IS NULL OR provider = ?2) AND received_at >= ? ORDER BY id LIMIT 500
+                    """)
+                try select.bind(.integer(after), provider.map(SQLiteValue.text) ?? .null, .real(since?.secondsSince1970 ?? -.infinity))
+                var deliveries: [Delivery] = []
+                while try select.step() {
+                    after = select.int64(0)
+                    var headers = HeaderFields()
+                    for pair in (try? JSONParser.parse(select.text(4) ?? "[]"))?.arrayValue ?? [] {
+                        if let items = pair.arrayValue, items.count == 2 {
+                            headers.append(name: items[0].stringValue ?? "", value: items[1].stringValue ?? "")
+                        }
+                    }
+                    deliveries.append(Delivery(provider: select.text(1) ?? "", receivedAt: Instant(secondsSince1970: select.double(2)),
+                                               headers: headers, body: select.blob(5), path: select.isNull(3) ? nil : select.text(3)))
+                }
+                select.reset()
+                return deliveries
+            }
+            if page.isEmpty { return }
+            for delivery in page { try body(delivery) }
+        }
+    }
+}
