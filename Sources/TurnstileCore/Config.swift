@@ -106,6 +106,13 @@ public struct HandlerConfig: Sendable, Hashable {
     public var type: String
     public var path: String?
     public var events: [String]
+
+    public init(name: String, type: String, path: String?, events: [String]) {
+        self.name = name
+        self.type = type
+        self.path = path
+        self.events = events
+    }
 }
 
 /// A resolved secret. Knows where it came from; `description` never shows the value.

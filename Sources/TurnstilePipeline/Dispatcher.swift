@@ -119,8 +119,8 @@ public final class Dispatcher: Sendable {
         return stats
     }
 
-    /// `base × 2^(attempt-1)`, capped, with full jitter in [50%, 100%].
-    func backoff(attempt: Int) -> Double {
+    /// The wait before retry number `attempt`: `base × 2^(attempt-1)`, capped, with jitter in [50%, 100%].
+    public func backoff(attempt: Int) -> Double {
         let exponential = settings.backoffBaseSeconds * pow(2, Double(max(0, attempt - 1)))
         let capped = min(exponential, settings.backoffMaxSeconds)
         return capped * Double.random(in: 0.5...1.0)

@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+import TurnstileCore
+import TurnstilePipeline
+import TurnstileSQLite
+
+@Suite struct DispatchTests {
+    @Test func typedHandlersReceiveTheirEvents() async throws {
+        let harness = try Harness()
+        _ = harness.process([
+            try harness.signed("synthflow", #"{"status":"completed","call":{"call_id":"c1","status":"completed","duration":87}}"#),
+            try harness.signed("sync", #"{"id":"gen_1","status":"COMPLETED","outputDuration":10.5}"#),
+            try harness.signed("github", #"{"zen":"hi"}"#),
+        ])
+        let calls = Recorder<CallEvent>()
+        let jobs = Recorder<GenerationJobEvent>()
+        let everything = Recorder<GenericEvent>()
+        var registry = HandlerRegistry()
+        registry.register(calls, name: "calls", events: ["synthflow.post_call"])
+        registry.register(jobs, name: "jobs", events: ["sync.*"])
+        registry.register(everything, name: "all", events: ["*"])
+        let stats = try await harness.dispatcher(registry).drain()
+        #expect(stats.dispatched == 3)
+        #expect(calls.events.map(\.call.callID.value) == ["c1"])
+        #expect(calls.events.first?.call.duration == 87)
+        #expect(jobs.events.first?.status == .completed)
+        #expect(jobs.events.first?.outputDuration == 10.5)
+        #expect(Set(everything.contexts.map(\.eventType)) == ["synthflow.post_call", "sync.generation", "github.push"])
+        #expect(try harness.store.queueDepth() == 0)
+    }
+
+    @Test func aHandlerThatFailsTwiceIsRetriedAndDoneOnce() async throws {
+        let harness = try Harness()
+        _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
+        let flaky = Recorder<GenericEvent>(failures: 2)
+        var registry = HandlerRegistry()
+        registry.register(flaky, name: "flaky", events: ["*"])
+        let stats = try await harness.dispatcher(registry).drain()
+        #expect(flaky.contexts.map(\.attempt) == [1, 2, 3])
+        #expect(stats.retried == 2)
+        #expect(stats.dispatched == 1)
+        #expect(stats.deadLettered == 0)
+        #expect(try harness.store.queueDepth() == 0)
+        #expect(try harness.store.deadLetters(limit: 10).isEmpty)
+    }
+
+    @Test func aHandlerThatAlwaysFailsIsDeadLetteredThenRetriedAfterAFix() async throws {
+        let harness = try Harness()
+        _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
+        var broken = HandlerRegistry()
+        broken.register(Recorder<GenericEvent>(failures: -1), name: "broken", events: ["*"])
+        let stats = try await harness.dispatcher(broken, maxAttempts: 3).drain()
+        #expect(stats.deadLettered == 1)
+        let letters = try harness.store.deadLetters(limit: 10)
+        #expect(letters.count == 1)
+        #expect(letters[0].reason == Dispatcher.handlerFailed)
+        #expect(letters[0].attempts == 3)
+        #expect(letters[0].lastError.contains("injected failure on attempt 3"))
+
+        let fixed = Recorder<GenericEvent>()
+        var registry = HandlerRegistry()
+        registry.register(fixed, name: "fixed", events: ["*"])
+        #expect(try harness.store.requeueDeadLetters([letters[0].id], now: SystemWallClock().now()) == 1)
+        let again = try await harness.dispatcher(registry).drain()
+        #expect(again.dispatched == 1)
+        #expect(fixed.contexts.first?.eventID == letters[0].id)
+        #expect(fixed.contexts.first?.attempt == 1)
+        #expect(try harness.store.deadLetters(limit: 10).isEmpty)
+    }
+
+    @Test func aPayloadOfTheWrongTypeIsDeadLetteredAtOnce() async throws {
+        let harness = try Harness()
+        _ = harness.process([try harness.signed("github", #"{"not":"a call"}"#)])
+        var registry = HandlerRegistry()
+        registry.register(Recorder<CallEvent>(), name: "calls", events: ["github.*"])
+        let stats = try await harness.dispatcher(registry).drain()
+        #expect(stats.deadLettered == 1)
+        #expect(try harness.store.deadLetters(limit: 1).first?.reason == Dispatcher.handlerTypeMismatch)
+    }
+
+    @Test func anExpiredLeaseIsDeliveredAgain() async throws {
+        let harness = try Harness()
+        _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
+        // A worker leases the event and dies without finishing.
+        let crashed = try harness.store.lease(limit: 10, owner: "crashed", now: SystemWallClock().now(), leaseSeconds: 30)
+        #expect(crashed.count == 1)
+        #expect(try harness.store.lease(limit: 10, owner: "other", now: SystemWallClock().now(), leaseSeconds: 30).isEmpty)
+        let later = FixedWallClock(SystemWallClock().now().adding(seconds: 31))
+        let recorder = Recorder<GenericEvent>()
+        var registry = HandlerRegistry()
+        registry.register(recorder, name: "r", events: ["*"])
+        let stats = try await harness.dispatcher(registry, clock: later).drain()
+        #expect(stats.dispatched == 1)
+        #expect(recorder.contexts.first?.attempt == 2)
+    }
+
+    @Test func statesOfOneJobAreDispatchedInOrderOneAtATime() async throws {
+        let harness = try Harness()
+        var deliveries: [Delivery] = []
+        for job in 0..<4 {
+            for status in ["PENDING", "PROCESSING", "COMPLETED"] {
+                deliveries.append(try harness.signed("sync", #"{"id":"job\#(job)","status":"\#(status)"}"#))
+            }
+        }
+        _ = harness.process(deliveries)
+        let recorder = Recorder<GenerationJobEvent>(delay: 0.002)
+        var registry = HandlerRegistry()
+        registry.register(recorder, name: "r", events: ["sync.*"])
+        _ = try await harness.dispatcher(registry).drain()
+        #expect(recorder.events.count == 12)
+        #expect(recorder.peakPerOrderingKey == 1)
+        for job in 0..<4 {
+            let states = recorder.events.filter { $0.id.value == "job\(job)" }.map(\.status.rawValue)
+            #expect(states == ["PENDING", "PROCESSING", "COMPLETED"])
+        }
+    }
+
+    @Test func reprocessedEventsAreFlagged() async throws {
+        let harness = try Harness()
+        let delivery = try harness.signed("github", #"{"a":1}"#)
+        _ = harness.process([delivery])
+        _ = harness.process([delivery], reprocess: true)
+        let recorder = Recorder<GenericEvent>()
+        var registry = HandlerRegistry()
+        registry.register(recorder, name: "r", events: ["*"])
+        _ = try await harness.dispatcher(registry).drain()
+        #expect(recorder.contexts.map(\.isReprocess) == [false, true])
+    }
+
+    @Test func jsonlHandlerWritesOneLinePerEvent() async throws {
+        let harness = try Harness()
+        _ = harness.process([try harness.signed("github", #"{"a":1}"#), try harness.signed("github", "not json")])
+        let path = harness.folder + "/events.jsonl"
+        let registry = try HandlerRegistry.builtIn([HandlerConfig(name: "all", type: "jsonl", path: path, events: ["*"])])
+        _ = try await harness.dispatcher(registry).drain()
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 2)
+        let parsed = try lines.map { try JSONParser.parse(String($0)) }
+        #expect(parsed.contains { $0["payload"]?["a"] == .number(JSONNumber(text: "1")) })
+        #expect(parsed.contains { $0["body"]?.stringValue == "not json" && $0["payload"] == .null })
+        #expect(parsed.allSatisfy { $0["handler"]?.stringValue == "all" && $0["event_type"]?.stringValue == "github.push" })
+    }
+
+    @Test func jsonlWriteFailureRetriesInsteadOfLosing() async throws {
+        let harness = try Harness()
+        _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
+        let registry = try HandlerRegistry.builtIn([HandlerConfig(name: "full-disk", type: "jsonl", path: "/dev/full", events: ["*"])])
+        let stats = try await harness.dispatcher(registry, maxAttempts: 2).drain()
+        #expect(stats.deadLettered == 1)
+        #expect(try harness.store.deadLetters(limit: 1).first?.lastError.contains("No space left on device") == true)
+    }
+
+    @Test func patterns() {
+        #expect(HandlerRegistry.matches("*", "sync.generation"))
+        #expect(HandlerRegistry.matches("sync.*", "sync.generation"))
+        #expect(!HandlerRegistry.matches("sync.*", "synthflow.post_call"))
+        #expect(HandlerRegistry.matches("stripe.customer.*", "stripe.customer.created"))
+        #expect(HandlerRegistry.matches("synthflow.post_call", "synthflow.post_call"))
+        #expect(!HandlerRegistry.matches("synthflow.post_call", "synthflow.inbound_call"))
+    }
+
+    @Test func backoffGrowsAndIsCapped() throws {
+        let harness = try Harness()
+        var settings = DispatchSettings()
+        settings.backoffBaseSeconds = 1
+        settings.backoffMaxSeconds = 10
+        let dispatcher = Dispatcher(store: harness.store, registry: HandlerRegistry(), settings: settings)
+        for _ in 0..<20 {
+            #expect((0.5...1).contains(dispatcher.backoff(attempt: 1)))
+            #expect((2...4).contains(dispatcher.backoff(attempt: 3)))
+            #expect((5...10).contains(dispatcher.backoff(attempt: 30)))
+        }
+    }
+}
