@@ -44,7 +44,7 @@ public struct DispatchSettings: Sendable, Hashable {
     /// How long a worker owns a leased event; a crashed worker's events are delivered again after it.
     public var leaseSeconds = 30.0
     /// Events leased at once.
-    public var batchSize = 64
+    public var batchSize = 128
     /// How long shutdown waits for in-flight handlers.
     public var shutdownGraceSeconds = 10.0
 

@@ -296,9 +296,17 @@ struct JSONCursor {
                     throw JSONError(offset: position - 2, message: "invalid escape in string")
                 }
             default:
-                if byte < 0x20 { throw error("control character in string") }
-                buffer.append(byte)
-                position += 1
+                // Copy the run up to the next quote, backslash or control character in one go.
+                let runStart = position
+                while position < end {
+                    let next = bytes[position]
+                    if next == UInt8(ascii: "\"") || next == UInt8(ascii: "\\") || next < 0x20 { break }
+                    position += 1
+                }
+                if position == runStart {
+                    throw error("control character in string")
+                }
+                buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[runStart..<position]))
             }
         }
     }

@@ -53,30 +53,16 @@ public struct Pipeline: Sendable {
     ///   batch is `rejected`/`store_unavailable` and nothing of the batch was kept.
     public func process(_ deliveries: [Delivery], now: Instant? = nil, reprocess: Bool = false,
                         clock: any WallClock = SystemWallClock()) -> [DeliveryVerdict] {
-        var verdicts = [DeliveryVerdict](repeating: DeliveryVerdict(outcome: .rejected), count: deliveries.count)
+        var verdicts: [DeliveryVerdict] = []
+        verdicts.reserveCapacity(deliveries.count)
         var admissions: [Admission] = []
         var positions: [Int] = []
         for (index, original) in deliveries.enumerated() {
-            let instant = now ?? original.receivedAt ?? clock.now()
-            switch ingest.verify(original, now: instant) {
-            case .failure(let rejection):
-                verdicts[index] = DeliveryVerdict(outcome: .rejected, reason: rejection.reason, detail: rejection.detail)
-            case .success(let verified):
-                var delivery = original
-                if delivery.receivedAt == nil { delivery.receivedAt = instant }
-                let deadLetter = schemaViolation(verified, body: delivery.body)
-                let keep = retention[verified.provider] ?? Double(ProviderConfig.defaultRetentionSeconds)
-                let signatureExpiry = ingest.scheme(for: verified.provider)?.signatureNonceExpiry(signedAt: verified.signedAt)
-                admissions.append(Admission(
-                    provider: verified.provider, kind: verified.kind, eventType: verified.eventType, eventKey: verified.eventKey,
-                    orderingKey: verified.orderingKey, signature: verified.signature,
-                    signatureExpiresAt: signatureExpiry ?? instant.adding(seconds: keep),
-                    eventExpiresAt: instant.adding(seconds: keep), delivery: delivery, signedAt: verified.signedAt,
-                    deadLetter: deadLetter, reprocess: reprocess))
+            let (verdict, admission) = prepare(original, now: now, reprocess: reprocess, clock: clock)
+            verdicts.append(verdict)
+            if let admission {
+                admissions.append(admission)
                 positions.append(index)
-                verdicts[index] = DeliveryVerdict(outcome: .accepted, eventType: verified.eventType, eventKey: verified.eventKey,
-                                                  detail: deadLetter?.message, deadLettered: deadLetter != nil,
-                                                  usedStringifyFallback: verified.usedStringifyFallback)
             }
         }
         guard !admissions.isEmpty else { return verdicts }
@@ -101,6 +87,36 @@ public struct Pipeline: Sendable {
             }
         }
         return verdicts
+    }
+
+    /// The admissions the verified ones of `deliveries` would make, without storing anything (for benchmarks).
+    public func admissions(for deliveries: [Delivery], now: Instant? = nil) -> [Admission] {
+        deliveries.compactMap { prepare($0, now: now, reprocess: false, clock: SystemWallClock()).1 }
+    }
+
+    /// Verifies one delivery and, when it passes, builds its admission.
+    private func prepare(_ original: Delivery, now: Instant?, reprocess: Bool, clock: any WallClock) -> (DeliveryVerdict, Admission?) {
+        let instant = now ?? original.receivedAt ?? clock.now()
+        switch ingest.verify(original, now: instant) {
+        case .failure(let rejection):
+            return (DeliveryVerdict(outcome: .rejected, reason: rejection.reason, detail: rejection.detail), nil)
+        case .success(let verified):
+            var delivery = original
+            if delivery.receivedAt == nil { delivery.receivedAt = instant }
+            let deadLetter = schemaViolation(verified, body: delivery.body)
+            let keep = retention[verified.provider] ?? Double(ProviderConfig.defaultRetentionSeconds)
+            let signatureExpiry = ingest.scheme(for: verified.provider)?.signatureNonceExpiry(signedAt: verified.signedAt)
+            let admission = Admission(
+                provider: verified.provider, kind: verified.kind, eventType: verified.eventType, eventKey: verified.eventKey,
+                orderingKey: verified.orderingKey, signature: verified.signature,
+                signatureExpiresAt: signatureExpiry ?? instant.adding(seconds: keep),
+                eventExpiresAt: instant.adding(seconds: keep), delivery: delivery, signedAt: verified.signedAt,
+                deadLetter: deadLetter, reprocess: reprocess)
+            let verdict = DeliveryVerdict(outcome: .accepted, eventType: verified.eventType, eventKey: verified.eventKey,
+                                          detail: deadLetter?.message, deadLettered: deadLetter != nil,
+                                          usedStringifyFallback: verified.usedStringifyFallback)
+            return (verdict, admission)
+        }
     }
 
     private func schemaViolation(_ verified: VerifiedDelivery, body: [UInt8]) -> (reason: Reason, message: String)? {

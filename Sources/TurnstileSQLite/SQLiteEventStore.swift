@@ -63,6 +63,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                 throw SQLiteError(code: 1, extendedCode: 1, message: "synchronous is \(synchronous ?? "unknown"), not \(options.synchronous.rawValue)", sql: nil)
             }
             try opened.execute("PRAGMA foreign_keys = ON")
+            try opened.execute("PRAGMA cache_size = -32768")
             try Self.migrate(opened)
         } catch {
             throw StoreError(.unavailable, "cannot open the SQLite store \(path): \(error)")
@@ -99,7 +100,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             event_type TEXT NOT NULL,
             event_key TEXT NOT NULL,
             ordering_key TEXT NOT NULL,
-            payload BLOB NOT NULL,
+            payload BLOB,                       -- NULL: the body is the archive row's (stored once)
             received_at REAL NOT NULL,
             reprocess INTEGER NOT NULL DEFAULT 0,
             attempts INTEGER NOT NULL DEFAULT 0,
@@ -117,7 +118,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             event_type TEXT NOT NULL,
             event_key TEXT NOT NULL,
             ordering_key TEXT NOT NULL,
-            payload BLOB NOT NULL,
+            payload BLOB,
             received_at REAL NOT NULL,
             reprocess INTEGER NOT NULL,
             attempts INTEGER NOT NULL,
@@ -152,6 +153,10 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         } catch {
             throw StoreError(.misuse, "\(what): \(error)")
         }
+    }
+
+    func withConnectionForBaseline<T>(_ body: (SQLiteConnection) throws -> T) throws(StoreError) -> T {
+        try withConnection("baseline", body)
     }
 
     // MARK: Admission
@@ -200,9 +205,10 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             INSERT INTO events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
+        // The body is written once: a queued event points at its archive row when it has one.
         try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(admission.orderingKey),
-                        .blob(admission.delivery.body), .real(now), .integer(admission.reprocess ? 1 : 0), .real(0),
-                        archiveID.map(SQLiteValue.integer) ?? .null).run()
+                        archiveID == nil ? .blob(admission.delivery.body) : .null, .real(now), .integer(admission.reprocess ? 1 : 0),
+                        .real(0), archiveID.map(SQLiteValue.integer) ?? .null).run()
         let id = db.lastInsertRowID
         if let (reason, message) = admission.deadLetter {
             try moveToDeadLetters(id, reason: reason, error: message, now: now, in: db)
@@ -216,8 +222,8 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         try withConnection("lease") { db in
             try db.transaction {
                 let select = try db.prepare("""
-                    SELECT e.id, e.provider, e.event_type, e.event_key, e.payload, e.received_at, e.attempts, e.reprocess
-                    FROM events e
+                    SELECT e.id, e.provider, e.event_type, e.event_key, COALESCE(e.payload, a.body), e.received_at, e.attempts, e.reprocess
+                    FROM events e LEFT JOIN archive a ON a.id = e.archive_id
                     WHERE e.available_at <= ?1 AND (e.lease_until IS NULL OR e.lease_until < ?1)
                       AND NOT EXISTS (SELECT 1 FROM events p WHERE p.ordering_key = e.ordering_key AND p.id < e.id)
                     ORDER BY e.id LIMIT ?2

@@ -8,30 +8,44 @@ struct BenchCommand: TurnstileCommand {
     static let spec = CommandSpec(
         name: "bench",
         abstract: "Print throughput figures next to raw-library references measured in the same run.",
-        usage: "bench verify [--runs N] [--seconds S]",
+        usage: "bench verify [--runs N] [--seconds S] [--scheme NAME] | bench pipeline [--runs N] [--count N] [--replay N]",
         options: [
-            .option("runs", "N", help: "Measurements per figure; the median is printed (default 5)."),
-            .option("seconds", "S", help: "Rough length of one measurement in seconds (default 0.3)."),
-            .option("scheme", "NAME", help: "Measure only this scheme (for profiling)."),
+            .option("runs", "N", help: "Measurements per figure; the median is printed (default 5 for verify, 3 for pipeline)."),
+            .option("seconds", "S", help: "verify: rough length of one measurement in seconds (default 0.3)."),
+            .option("scheme", "NAME", help: "verify: measure only this scheme (for profiling)."),
+            .option("count", "N", help: "pipeline: deliveries per measurement (default 20000)."),
+            .option("replay", "N", help: "pipeline: also time the replay command on N generated deliveries (default 100000; 0 skips)."),
         ],
-        positionals: ("verify", true),
+        positionals: ("verify | pipeline", true),
         discussion: """
             verify: verifications per second of every scheme on 1 KB bodies (the whole Ingest.verify path: header
             look-up, parsing, HMAC, body fields, timestamps), next to raw OpenSSL HMAC-SHA256 on the same bodies with
             one EVP_MAC_CTX prepared once and reused, and the one-shot HMAC() call.
+            pipeline: deliveries per second through verify + dedup + durable enqueue on SQLite (synchronous=FULL), next to
+            plain SQLite inserts of the same rows with the same transaction batching; then wall time and peak memory of
+            the replay command on generated files of N/10 and N deliveries.
             """)
 
     let target: String
     let runs: Int
     let seconds: Double
     let only: String?
+    let count: Int
+    let replayCount: Int
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
-        guard arguments.positionals.count == 1, let target = arguments.positionals.first, target == "verify" else {
-            throw UsageError("say what to measure: verify")
+        guard arguments.positionals.count == 1, let target = arguments.positionals.first, ["verify", "pipeline"].contains(target) else {
+            throw UsageError("say what to measure: verify or pipeline")
         }
         self.target = target
-        runs = try arguments.positiveInteger("runs") ?? 5
+        runs = try arguments.positiveInteger("runs") ?? (target == "verify" ? 5 : 3)
+        count = try arguments.positiveInteger("count") ?? 20_000
+        if let text = arguments.value("replay") {
+            guard let value = Int(text), value >= 0 else { throw UsageError("--replay must be a whole number, got \"\(text)\"") }
+            replayCount = value
+        } else {
+            replayCount = 100_000
+        }
         if let text = arguments.value("seconds") {
             guard let value = Double(text), value > 0, value <= 60 else { throw UsageError("--seconds must be a number of seconds in (0, 60]") }
             seconds = value
@@ -45,6 +59,9 @@ struct BenchCommand: TurnstileCommand {
     }
 
     func run(console: any Console) async throws -> Int32 {
+        if target == "pipeline" {
+            return try await PipelineBench(runs: runs, count: count, replayCount: replayCount, console: console).run()
+        }
         let cases = try VerifyBenchCase.all().filter { only == nil || $0.name == only }
         let referenceKey = Array("whsec_bench_reference_key_0123456789".utf8)
         let referenceBody = VerifyBenchCase.body("\"filler\":true")

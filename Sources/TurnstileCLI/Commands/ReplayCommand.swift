@@ -14,7 +14,7 @@ struct ReplayCommand: TurnstileCommand {
             .flag("reprocess", help: "Dispatch already-seen events again after verifying them (handlers are told it is a reprocess)."),
             .flag("check", help: "Exit 1 when a delivery's outcome differs from its expect."),
             .flag("no-dispatch", help: "Only verify, dedup and enqueue; leave dispatch to serve or 'turnstile dispatch'."),
-            .option("batch", "N", help: "Deliveries admitted per transaction (default 500)."),
+            .option("batch", "N", help: "Deliveries admitted per transaction (default 1000)."),
         ],
         positionals: ("PATH...", true),
         discussion: """
@@ -38,7 +38,7 @@ struct ReplayCommand: TurnstileCommand {
         reprocess = arguments.flag("reprocess")
         check = arguments.flag("check")
         dispatch = !arguments.flag("no-dispatch")
-        batchSize = try arguments.positiveInteger("batch") ?? 500
+        batchSize = try arguments.positiveInteger("batch") ?? 1_000
         paths = arguments.positionals
     }
 

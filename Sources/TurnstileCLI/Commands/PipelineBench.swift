@@ -1,0 +1,173 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import TurnstileCore
+import TurnstileIngest
+import TurnstilePipeline
+import TurnstileSQLite
+
+/// `turnstile bench pipeline`: verify + dedup + durable enqueue on SQLite (synchronous=FULL), next to plain
+/// SQLite inserts of the same rows with the same batching, measured in the same run; then the real
+/// `replay` command over generated files, timed, with its peak memory.
+struct PipelineBench {
+    let runs: Int
+    let count: Int
+    let replayCount: Int
+    let console: any Console
+
+    static let secret = "whsec_bench_pipeline_secret"
+    static let signedAt = Instant(iso8601: "2026-01-15T19:04:06Z")!
+
+    func run() async throws -> Int32 {
+        let folder = NSTemporaryDirectory() + "turnstile-bench-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let config = TurnstileConfig(file: folder + "/bench.json", providers: [
+            ProviderConfig(name: "sync", scheme: "sync", secrets: [Secret(reference: "env:BENCH", value: Array(Self.secret.utf8))]),
+        ])
+        let ingest = try Ingest(config: config)
+        let deliveries = try Self.deliveries(count: count, ingest: ingest)
+        let single = Array(deliveries.prefix(max(1, min(1_000, count / 10))))
+        console.err("bench pipeline: \(count) deliveries of 1 KB, \(runs) runs; SQLite \(SQLiteEventStore.libraryVersion), synchronous=FULL")
+
+        var batched: [(Double, Double)] = []
+        var singles: [(Double, Double)] = []
+        for run in 1...runs {
+            batched.append((try pipelineRate(deliveries, batch: 1_000, ingest: ingest, config: config, path: "\(folder)/p\(run).db"),
+                            try plainRate(deliveries, batch: 1_000, ingest: ingest, config: config, path: "\(folder)/b\(run).db")))
+            singles.append((try pipelineRate(single, batch: 1, ingest: ingest, config: config, path: "\(folder)/p1-\(run).db"),
+                            try plainRate(single, batch: 1, ingest: ingest, config: config, path: "\(folder)/b1-\(run).db")))
+            console.err("  run \(run)/\(runs) done")
+        }
+        console.out("Deliveries per second into SQLite, synchronous=FULL (median of \(runs) runs)")
+        console.out(pad("transaction batching", 24) + pad("pipeline", 12) + pad("plain inserts", 15) + "pipeline / plain")
+        for (name, samples) in [("1000 per transaction", batched), ("1 per transaction", singles)] {
+            let pipeline = median(samples.map(\.0))
+            let plain = median(samples.map(\.1))
+            let ratios = median(samples.map { $0.0 / $0.1 })
+            console.out(pad(name, 24) + pad(format(pipeline), 12) + pad(format(plain), 15) + "\(Int((ratios * 100).rounded()))%")
+        }
+        if replayCount > 0 {
+            try replayFigures(folder: folder)
+        }
+        return ExitStatus.success
+    }
+
+    private func pipelineRate(_ deliveries: [Delivery], batch: Int, ingest: Ingest, config: TurnstileConfig, path: String) throws -> Double {
+        let store = try SQLiteEventStore(path: path)
+        let pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
+        let watch = Stopwatch()
+        var accepted = 0
+        var index = 0
+        while index < deliveries.count {
+            let end = min(index + batch, deliveries.count)
+            accepted += pipeline.process(Array(deliveries[index..<end])).filter { $0.outcome == .accepted }.count
+            index = end
+        }
+        let rate = Double(deliveries.count) / watch.elapsed
+        precondition(accepted == deliveries.count, "bench deliveries were not all accepted")
+        return rate
+    }
+
+    private func plainRate(_ deliveries: [Delivery], batch: Int, ingest: Ingest, config: TurnstileConfig, path: String) throws -> Double {
+        let store = try SQLiteEventStore(path: path)
+        let admissions = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
+            .admissions(for: deliveries)
+        return try store.plainInsertRate(admissions, batchSize: batch)
+    }
+
+    /// Times the real binary: `replay` of generated files, without and with dispatch, and its peak RSS.
+    private func replayFigures(folder: String) throws {
+        let configPath = folder + "/replay.json"
+        try #"""
+            {"store":"sqlite:\#(folder)/replay.db","providers":{"sync":{"scheme":"sync","secrets":["file:secret"]}},
+             "dispatch":{"batch_size":256},
+             "handlers":[{"name":"all","type":"jsonl","path":"\#(folder)/events.jsonl","events":["*"]}]}
+            """#.write(toFile: configPath, atomically: true, encoding: .utf8)
+        try Self.secret.write(toFile: folder + "/secret", atomically: true, encoding: .utf8)
+        let ingest = try Ingest(config: TurnstileConfig(file: configPath, providers: [
+            ProviderConfig(name: "sync", scheme: "sync", secrets: [Secret(reference: "file:secret", value: Array(Self.secret.utf8))]),
+        ]))
+        console.out("")
+        console.out("turnstile replay of generated files (1 KB sync deliveries, distinct), wall time and peak RSS")
+        console.out(pad("deliveries", 12) + pad("dispatch", 10) + pad("seconds", 10) + pad("per second", 12) + "peak RSS")
+        for (size, dispatch) in [(replayCount / 10, false), (replayCount, false), (replayCount, true)] {
+            let file = "\(folder)/replay-\(size).ndjson"
+            if !FileManager.default.fileExists(atPath: file) { try Self.writeDeliveries(count: size, ingest: ingest, to: file) }
+            try? FileManager.default.removeItem(atPath: folder + "/replay.db")
+            try? FileManager.default.removeItem(atPath: folder + "/replay.db-wal")
+            try? FileManager.default.removeItem(atPath: folder + "/replay.db-shm")
+            try? FileManager.default.removeItem(atPath: folder + "/events.jsonl")
+            var arguments = ["replay", "--config", configPath, file]
+            if !dispatch { arguments.insert("--no-dispatch", at: 1) }
+            let (seconds, peakKiB) = try Self.timeChild(arguments)
+            console.out(pad(String(size), 12) + pad(dispatch ? "yes" : "no", 10) + pad(String(format: "%.2f", seconds), 10)
+                        + pad(format(Double(size) / seconds), 12) + "\(peakKiB / 1024) MiB")
+        }
+    }
+
+    /// Runs this executable with `arguments` (output discarded); returns wall seconds and its peak RSS in KiB.
+    static func timeChild(_ arguments: [String]) throws -> (Double, Int) {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var pid: pid_t = 0
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        let watch = Stopwatch()
+        guard posix_spawn(&pid, executable, &actions, nil, argv, environ) == 0 else {
+            throw InputError(.unreadableFile, "cannot start \(executable)")
+        }
+        var status: Int32 = 0
+        var usage = rusage()
+        _ = wait4(pid, &status, 0, &usage)
+        return (watch.elapsed, Int(usage.ru_maxrss))
+    }
+
+    /// `count` distinct, signed 1 KB Sync deliveries.
+    static func deliveries(count: Int, ingest: Ingest) throws -> [Delivery] {
+        let scheme = ingest.scheme(for: "sync")!
+        return try (0..<count).map { index in
+            let body = VerifyBenchCase.body(#""id":"gen_\#(index)","status":"COMPLETED","model":"lipsync-2","outputDuration":10.5"#)
+            let headers = try scheme.signatureHeaders(body: body, at: signedAt)
+            return Delivery(provider: "sync", receivedAt: signedAt.adding(seconds: 1), headers: headers, body: body)
+        }
+    }
+
+    static func writeDeliveries(count: Int, ingest: Ingest, to path: String) throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil) else { throw InputError(.unreadableFile, "cannot create", file: path) }
+        guard let handle = FileHandle(forWritingAtPath: path) else { throw InputError(.unreadableFile, "cannot write", file: path) }
+        defer { try? handle.close() }
+        var chunk = [UInt8]()
+        for start in stride(from: 0, to: count, by: 1_000) {
+            let scheme = ingest.scheme(for: "sync")!
+            for index in start..<min(start + 1_000, count) {
+                let body = VerifyBenchCase.body(#""id":"gen_\#(index)","status":"COMPLETED","model":"lipsync-2","outputDuration":10.5"#)
+                let headers = try scheme.signatureHeaders(body: body, at: signedAt)
+                let delivery = Delivery(provider: "sync", receivedAt: signedAt.adding(seconds: 1), headers: headers, body: body)
+                chunk += delivery.jsonValue.javaScriptStringified()
+                chunk.append(0x0a)
+            }
+            try handle.write(contentsOf: chunk)
+            chunk.removeAll(keepingCapacity: true)
+        }
+    }
+
+    private func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.isEmpty ? 0 : sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+
+    private func pad(_ text: String, _ width: Int) -> String { text + String(repeating: " ", count: max(1, width - text.count)) }
+
+    private func format(_ rate: Double) -> String {
+        var digits = Array(String(Int(rate.rounded())))
+        var index = digits.count - 3
+        while index > 0 { digits.insert(",", at: index); index -= 3 }
+        return String(digits)
+    }
+}
