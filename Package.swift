@@ -11,6 +11,7 @@ let swiftSettings: [SwiftSetting] = [
 let package = Package(
     name: "Turnstile",
     products: [
+        .library(name: "Turnstile", targets: ["Turnstile"]),
         .library(name: "TurnstileCore", targets: ["TurnstileCore"]),
         .library(name: "TurnstileIngest", targets: ["TurnstileIngest"]),
         .library(name: "TurnstilePipeline", targets: ["TurnstilePipeline"]),
@@ -33,13 +34,16 @@ let package = Package(
         // Dedup and dispatch: the pipeline, typed events, handlers and workers. Knows no SQL and no C.
         .target(name: "TurnstilePipeline", dependencies: ["TurnstileCore", "TurnstileIngest"]),
         // Command types; the executable only calls into this.
-        .target(name: "TurnstileCLI", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileCrypto", "TurnstileSQLite", "TurnstilePipeline"]),
+        // The library front: a config file wired into a receiver (`receive` from any web framework).
+        .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite"]),
+        .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileCrypto", "TurnstileSQLite"]),
         .executableTarget(name: "turnstile", dependencies: ["TurnstileCLI"]),
 
         .testTarget(name: "TurnstileCryptoTests", dependencies: ["TurnstileCrypto"]),
         .testTarget(name: "TurnstileCoreTests", dependencies: ["TurnstileCore"]),
         .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
         .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore"]),
+        .testTarget(name: "TurnstileTests", dependencies: ["Turnstile"]),
         .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -49,12 +49,26 @@ public final class Dispatcher: Sendable {
     /// it did, when `shouldStop` turns true between batches.
     public func drain(shouldStop: @Sendable () -> Bool = { false },
                       progress: (Stats) -> Void = { _ in }) async throws(StoreError) -> Stats {
+        try await loop(stopWhenEmpty: true, idleSeconds: 1, shouldStop: shouldStop, progress: progress)
+    }
+
+    /// Dispatches until `shouldStop` turns true, polling an empty queue every `idleSeconds`: the
+    /// long-running form for a server or a library host. In-flight batches finish before it returns.
+    public func run(idleSeconds: Double = 0.2, shouldStop: @Sendable () -> Bool,
+                    progress: (Stats) -> Void = { _ in }) async throws(StoreError) -> Stats {
+        try await loop(stopWhenEmpty: false, idleSeconds: idleSeconds, shouldStop: shouldStop, progress: progress)
+    }
+
+    private func loop(stopWhenEmpty: Bool, idleSeconds: Double, shouldStop: @Sendable () -> Bool,
+                      progress: (Stats) -> Void) async throws(StoreError) -> Stats {
         var stats = Stats()
         while !shouldStop() {
             let batch = try store.lease(limit: settings.batchSize, owner: owner, now: clock.now(), leaseSeconds: settings.leaseSeconds)
             if batch.isEmpty {
-                guard let due = try store.nextDue() else { return stats }
-                let wait = min(max(due.secondsSince1970 - clock.now().secondsSince1970, 0.001), 1.0)
+                let due = try store.nextDue()
+                if due == nil && stopWhenEmpty { return stats }
+                let until = due.map { $0.secondsSince1970 - clock.now().secondsSince1970 } ?? idleSeconds
+                let wait = min(max(until, 0.001), idleSeconds)
                 try? await Task.sleep(nanoseconds: UInt64(wait * 1e9))
                 continue
             }

@@ -15,6 +15,18 @@ public struct DeliveryVerdict: Sendable, Hashable {
     public var deadLettered: Bool = false
     /// Sync only: verified through the `JSON.stringify` fallback.
     public var usedStringifyFallback: Bool = false
+
+    public init(outcome: Outcome, reason: Reason? = nil, eventType: String? = nil, eventKey: String? = nil, eventID: Int64? = nil,
+                detail: String? = nil, deadLettered: Bool = false, usedStringifyFallback: Bool = false) {
+        self.outcome = outcome
+        self.reason = reason
+        self.eventType = eventType
+        self.eventKey = eventKey
+        self.eventID = eventID
+        self.detail = detail
+        self.deadLettered = deadLettered
+        self.usedStringifyFallback = usedStringifyFallback
+    }
 }
 
 /// Stages 1 and 2: verification, then the replay guard and the durable enqueue, for batches of deliveries

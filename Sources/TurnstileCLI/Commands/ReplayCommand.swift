@@ -1,3 +1,4 @@
+import Turnstile
 import TurnstileCore
 import TurnstileIngest
 import TurnstilePipeline
@@ -43,10 +44,10 @@ struct ReplayCommand: TurnstileCommand {
     }
 
     func run(console: any Console) async throws -> Int32 {
-        let runtime = try Runtime.load(configPath)
-        let pipeline = try runtime.pipeline()
+        let runtime = try Receiver.load(configPath: configPath)
+        let pipeline = runtime.pipeline
         let logger = Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)
-        let dispatcher = dispatch ? try runtime.dispatcher(logger: logger) : nil
+        let dispatcher = dispatch ? runtime.dispatcher(logger: logger) : nil
         let source = DeliverySource(paths: paths, schema: try SchemaCatalog.shared().schema("delivery"),
                                     maximumRecordBytes: max(64 << 20, runtime.config.maxBodyBytes * 2 + (1 << 20)))
         var pending: [(delivery: Delivery, origin: String)] = []

@@ -1,3 +1,4 @@
+import Turnstile
 import TurnstileCore
 import TurnstilePipeline
 
@@ -25,7 +26,7 @@ struct ExportCommand: TurnstileCommand {
 
     func run(console: any Console) async throws -> Int32 {
         let config = try TurnstileConfig.load(path: configPath)
-        let store = try Runtime.openStore(config)
+        let store = try Receiver.openStore(config)
         var count = 0
         try store.forEachArchived(provider: provider, since: since) { delivery in
             console.out(delivery.jsonValue.serialized())
@@ -75,7 +76,7 @@ struct DeadLettersCommand: TurnstileCommand {
     }
 
     func run(console: any Console) async throws -> Int32 {
-        let runtime = try Runtime.load(configPath)
+        let runtime = try Receiver.load(configPath: configPath)
         switch action {
         case .list:
             for letter in try runtime.store.deadLetters(limit: Int.max) {
@@ -129,7 +130,7 @@ struct PruneCommand: TurnstileCommand {
 
     func run(console: any Console) async throws -> Int32 {
         let config = try TurnstileConfig.load(path: configPath)
-        let store = try Runtime.openStore(config)
+        let store = try Receiver.openStore(config)
         let pruned = try store.pruneNonces(now: now ?? SystemWallClock().now())
         console.out(#"{"pruned":\#(pruned)}"#)
         return ExitStatus.success
@@ -151,7 +152,7 @@ struct DispatchCommand: TurnstileCommand {
     }
 
     func run(console: any Console) async throws -> Int32 {
-        let runtime = try Runtime.load(configPath)
+        let runtime = try Receiver.load(configPath: configPath)
         let watch = Stopwatch()
         let stats = try await runtime.dispatcher(logger: Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)).drain()
         console.err("dispatch: \(stats.dispatched) events in \(watch.elapsedText) (retried \(stats.retried), dead-lettered \(stats.deadLettered))")
