@@ -93,11 +93,20 @@ public enum JSONScanner {
     public static func locate(
         _ names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil
     ) throws(JSONError) -> [Int] {
+        let spans = try locateSpans(names, in: raw, object: range)
+        return names.indices.map { spans[2 * $0] }
+    }
+
+    /// As ``locate(_:in:object:)``, with each value's end too: `[start0, end0, start1, end1, …]`, -1 for absent.
+    /// Read a value with ``field(from:to:in:)`` without scanning it again.
+    public static func locateSpans(
+        _ names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil
+    ) throws(JSONError) -> [Int] {
         var cursor = JSONCursor(raw, range: range)
         cursor.skipWhitespace()
         guard cursor.peek() == UInt8(ascii: "{") else { throw cursor.error("expected a JSON object") }
         cursor.advance()
-        var found = [Int](repeating: -1, count: names.count)
+        var found = [Int](repeating: -1, count: 2 * names.count)
         cursor.skipWhitespace()
         if cursor.peek() == UInt8(ascii: "}") { return found }
         while true {
@@ -107,13 +116,15 @@ public enum JSONScanner {
             cursor.skipWhitespace()
             try cursor.expect(UInt8(ascii: ":"))
             cursor.skipWhitespace()
+            let valueStart = cursor.position
+            try cursor.skipValue(depth: 0)
             if let match {
-                guard found[match] < 0 else {
+                guard found[2 * match] < 0 else {
                     throw JSONError(offset: keyStart, message: "key \"\(names[match])\" appears more than once")
                 }
-                found[match] = cursor.position
+                found[2 * match] = valueStart
+                found[2 * match + 1] = cursor.position
             }
-            try cursor.skipValue(depth: 0)
             cursor.skipWhitespace()
             guard let next = cursor.peek() else { throw cursor.error("unterminated object") }
             cursor.advance()
@@ -126,6 +137,16 @@ public enum JSONScanner {
     public static func field(at offset: Int, in raw: UnsafeRawBufferPointer) throws(JSONError) -> JSONField {
         var cursor = JSONCursor(raw, range: offset..<raw.count)
         return try cursor.readField()
+    }
+
+    /// The value spanning `start..<end` (as ``locateSpans(_:in:object:)`` reports it); objects and arrays are
+    /// not scanned again.
+    public static func field(from start: Int, to end: Int, in raw: UnsafeRawBufferPointer) throws(JSONError) -> JSONField {
+        switch raw[start] {
+        case UInt8(ascii: "{"): return .object(start..<end)
+        case UInt8(ascii: "["): return .array(start..<end)
+        default: return try field(at: start, in: raw)
+        }
     }
 
     /// The value at a path of object keys, e.g. `["call", "call_id"]`.

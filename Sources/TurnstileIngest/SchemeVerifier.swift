@@ -321,7 +321,7 @@ struct SignedMessage {
 struct BodyView {
     let raw: UnsafeRawBufferPointer
     let topLevelKeys: [String]
-    /// Where each top-level key's value starts (-1: absent), once scanned.
+    /// Where each top-level key's value starts and ends (-1: absent), once scanned.
     private var top: [Int]? = nil
     private var topError: JSONError? = nil
 
@@ -335,18 +335,18 @@ struct BodyView {
         guard let index = topLevelKeys.firstIndex(of: first) else { return try JSONScanner.field(at: path, in: raw) }
         if let topError { throw topError }
         if top == nil {
-            do { top = try JSONScanner.locate(topLevelKeys, in: raw) } catch {
+            do { top = try JSONScanner.locateSpans(topLevelKeys, in: raw) } catch {
                 topError = error
                 throw error
             }
         }
-        let offset = top![index]
-        guard offset >= 0 else { return nil }
-        var current: JSONField? = try JSONScanner.field(at: offset, in: raw)
+        let start = top![2 * index]
+        guard start >= 0 else { return nil }
+        var current: JSONField? = try JSONScanner.field(from: start, to: top![2 * index + 1], in: raw)
         for key in path.dropFirst() {
             guard case .object(let range) = current else { return nil }
-            let inner = try JSONScanner.locate([key], in: raw, object: range)[0]
-            current = inner < 0 ? nil : try JSONScanner.field(at: inner, in: raw)
+            let inner = try JSONScanner.locateSpans([key], in: raw, object: range)
+            current = inner[0] < 0 ? nil : try JSONScanner.field(from: inner[0], to: inner[1], in: raw)
         }
         return current
     }
