@@ -14,12 +14,18 @@ struct ParsedSignature {
 
     var isEmpty: Bool { hmac.isEmpty && ed25519.isEmpty }
 
-    mutating func appendHMAC(_ bytes: [UInt8]) {
+    /// Adds a decoded HMAC entry; returns 1 when the entry did not decode (to count it as malformed), else 0.
+    mutating func appendHMAC(_ bytes: [UInt8]?) -> Int {
+        guard let bytes else { return 1 }
         if hmac.isEmpty { hmac = bytes } else { hmac += bytes }
+        return 0
     }
 
-    mutating func appendEd25519(_ bytes: [UInt8]) {
+    /// Adds a decoded Ed25519 entry; returns 1 when the entry did not decode, else 0.
+    mutating func appendEd25519(_ bytes: [UInt8]?) -> Int {
+        guard let bytes else { return 1 }
         if ed25519.isEmpty { ed25519 = bytes } else { ed25519 += bytes }
+        return 0
     }
 
     /// Parses `value` as `syntax` says. Malformed entries are skipped; the header fails only when nothing
@@ -42,10 +48,9 @@ struct ParsedSignature {
             guard whole.count >= prefixBytes.count, prefixBytes.indices.allSatisfy({ raw[whole.lowerBound + $0] == prefixBytes[$0] }) else {
                 throw Rejection(.malformedSignature, prefix.isEmpty ? "the signature header is empty" : "the signature does not start with \"\(prefix)\"")
             }
-            guard let bytes = decode(raw, (whole.lowerBound + prefixBytes.count)..<whole.upperBound, macLength, encoding) else {
+            guard parsed.appendHMAC(decode(raw, (whole.lowerBound + prefixBytes.count)..<whole.upperBound, macLength, encoding)) == 0 else {
                 throw Rejection(.malformedSignature, "the signature is not \(macLength) bytes of \(encoding.rawValue)")
             }
-            parsed.appendHMAC(bytes)
             return parsed
         case .keyValue(let signatureKey, let timestampKey):
             let signatureName = syntax.first
@@ -61,11 +66,7 @@ struct ParsedSignature {
                     }
                     parsed.timestamp = String(decoding: UnsafeRawBufferPointer(rebasing: raw[value]), as: UTF8.self)
                 } else if equal(raw, key, signatureName) {
-                    if let bytes = decode(raw, value, macLength, encoding) {
-                        parsed.appendHMAC(bytes)
-                    } else {
-                        malformed += 1
-                    }
+                    malformed += parsed.appendHMAC(decode(raw, value, macLength, encoding))
                 } else {
                     otherVersions += 1
                 }
@@ -81,17 +82,9 @@ struct ParsedSignature {
                 let version = piece.lowerBound..<comma
                 let value = (comma + 1)..<piece.upperBound
                 if equal(raw, version, hmacName) {
-                    if let bytes = decode(raw, value, macLength, encoding) {
-                        parsed.appendHMAC(bytes)
-                    } else {
-                        malformed += 1
-                    }
+                    malformed += parsed.appendHMAC(decode(raw, value, macLength, encoding))
                 } else if let ed25519Name, equal(raw, version, ed25519Name) {
-                    if let bytes = decode(raw, value, 64, .base64) {
-                        parsed.appendEd25519(bytes)
-                    } else {
-                        malformed += 1
-                    }
+                    malformed += parsed.appendEd25519(decode(raw, value, 64, .base64))
                 } else {
                     otherVersions += 1
                 }

@@ -129,22 +129,15 @@ struct SchemeCase: Sendable, CustomStringConvertible {
         #expect(try scheme.verify(headers, body).reason == .malformedPayload)
     }
 
-    @Test func githubWithoutDeliveryIdIsMalformedPayload() throws {
-        let scheme = SchemeCase.all.first { $0.scheme == "github" }!
+    /// A correctly signed delivery of `scheme` without the header `dropped` gets `reason`.
+    @Test(arguments: [("github", "x-github-delivery", Reason.malformedPayload), ("standard-webhooks", "webhook-id", .malformedSignature)])
+    func withoutAnIdHeader(scheme name: String, dropped: String, reason: Reason) throws {
+        let scheme = try #require(SchemeCase.all.first { $0.scheme == name })
         var headers = HeaderFields()
-        for field in try scheme.sign(scheme.body, with: scheme.secret) where field.canonicalName != "x-github-delivery" {
+        for field in try scheme.sign(scheme.body, with: scheme.secret) where field.canonicalName != dropped {
             headers.append(name: field.name, value: field.value)
         }
-        #expect(try scheme.verify(headers, scheme.body).reason == .malformedPayload)
-    }
-
-    @Test func standardWebhooksWithoutIdIsMalformedSignature() throws {
-        let scheme = SchemeCase.all.first { $0.scheme == "standard-webhooks" }!
-        var headers = HeaderFields()
-        for field in try scheme.sign(scheme.body, with: scheme.secret) where field.canonicalName != "webhook-id" {
-            headers.append(name: field.name, value: field.value)
-        }
-        #expect(try scheme.verify(headers, scheme.body).reason == .malformedSignature)
+        #expect(try scheme.verify(headers, scheme.body).reason == reason)
     }
 
     @Test func synthflowKindsAndIdentities() throws {
