@@ -99,14 +99,19 @@ public enum JSONScanner {
 
     /// As ``locate(_:in:object:)``, with each value's end too: `[start0, end0, start1, end1, …]`, -1 for absent.
     /// Read a value with ``field(from:to:in:)`` without scanning it again.
+    ///
+    /// - Parameter stopWhenAllFound: return as soon as every name has been seen, without reading the rest of
+    ///   the object (so without refusing a repeated key further on). Only for bodies whose every byte is
+    ///   covered by a verified signature, where the sender is the only one who could have repeated a key.
     public static func locateSpans(
-        _ names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil
+        _ names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil, stopWhenAllFound: Bool = false
     ) throws(JSONError) -> [Int] {
         var cursor = JSONCursor(raw, range: range)
         cursor.skipWhitespace()
         guard cursor.peek() == UInt8(ascii: "{") else { throw cursor.error("expected a JSON object") }
         cursor.advance()
         var found = [Int](repeating: -1, count: 2 * names.count)
+        var missing = names.count
         cursor.skipWhitespace()
         if cursor.peek() == UInt8(ascii: "}") { return found }
         while true {
@@ -124,6 +129,8 @@ public enum JSONScanner {
                 }
                 found[2 * match] = valueStart
                 found[2 * match + 1] = cursor.position
+                missing -= 1
+                if stopWhenAllFound && missing == 0 { return found }
             }
             cursor.skipWhitespace()
             guard let next = cursor.peek() else { throw cursor.error("unterminated object") }

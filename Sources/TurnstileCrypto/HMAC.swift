@@ -79,6 +79,30 @@ public final class HMACKey: Sendable, CustomStringConvertible {
         return out
     }
 
+    /// Computes the code of the message `feed` writes (into a stack buffer) and compares it in constant time
+    /// with each `codeLength`-byte candidate laid end to end in `candidates`; returns the first matching
+    /// candidate's index.
+    public func firstMatch(in candidates: [UInt8], _ feed: (inout HMACStream) -> Void) -> Int? {
+        let length = algorithm.outputByteCount
+        guard !candidates.isEmpty, candidates.count % length == 0 else { return nil }
+        let handle = checkOut()
+        defer { checkIn(handle) }
+        var stream = HMACStream(context: handle.pointer)
+        feed(&stream)
+        return withUnsafeTemporaryAllocation(byteCount: length, alignment: 8) { code -> Int? in
+            var written = 0
+            let ok = EVP_MAC_final(handle.pointer, code.baseAddress?.assumingMemoryBound(to: UInt8.self), &written, length)
+            precondition(ok == 1 && written == length && stream.failed == false, "EVP_MAC_final failed on a valid context")
+            return candidates.withUnsafeBytes { all -> Int? in
+                for index in 0..<(all.count / length) {
+                    let candidate = UnsafeRawBufferPointer(rebasing: all[(index * length)..<((index + 1) * length)])
+                    if ConstantTime.equals(UnsafeRawBufferPointer(code), candidate) { return index }
+                }
+                return nil
+            }
+        }
+    }
+
     /// The authentication code of `message`.
     public func authenticationCode(for message: some ContiguousBytesView) -> [UInt8] {
         authenticationCode { $0.update(message) }

@@ -18,6 +18,8 @@ public struct SchemeVerifier: SignatureScheme {
     /// The spec's header names, lower-cased once.
     private let headerSets: [CanonicalHeaderSet]
     private let syntax: SignatureSyntax
+    /// Every body byte is under the signature (not so for Synthflow, which signs only the call id).
+    private let bodyIsSigned: Bool
 
     public static let defaultToleranceSeconds = 300
     public static let defaultMaxAgeSeconds = 259_200
@@ -56,6 +58,7 @@ public struct SchemeVerifier: SignatureScheme {
         self.maxAgeSeconds = maxAgeSeconds
         self.headerSets = spec.headerSets.map(CanonicalHeaderSet.init)
         self.syntax = SignatureSyntax(spec)
+        if case .jsonString = spec.signed { self.bodyIsSigned = false } else { self.bodyIsSigned = true }
         self.topLevelKeys = spec.bodyPaths.reduce(into: [String]()) { keys, path in
             if let first = path.first, !keys.contains(first) { keys.append(first) }
         }
@@ -122,7 +125,7 @@ public struct SchemeVerifier: SignatureScheme {
                 throw Rejection(.malformedSignature, "no \(set.spelled.id ?? idHeader) header, which the signature covers")
             }
         }
-        var body = BodyView(raw: raw, topLevelKeys: topLevelKeys)
+        var body = BodyView(raw: raw, topLevelKeys: topLevelKeys, bodyIsSigned: bodyIsSigned)
 
         // 3. The signed bytes, and the match against every entry under every secret.
         var signedField: String? = nil
@@ -204,10 +207,8 @@ public struct SchemeVerifier: SignatureScheme {
             switch key {
             case .hmac(let hmac):
                 guard !parsed.hmac.isEmpty else { continue }
-                let code = hmac.authenticationCode { message.feed(into: &$0, body: body) }
-                for start in stride(from: 0, to: parsed.hmac.count, by: length) {
-                    let entry = parsed.hmac[start..<start + length]
-                    if ConstantTime.equals(code, entry) { return Match(secretIndex: index, signature: Array(entry)) }
+                if let entry = hmac.firstMatch(in: parsed.hmac, { message.feed(into: &$0, body: body) }) {
+                    return Match(secretIndex: index, signature: Array(parsed.hmac[entry * length..<(entry + 1) * length]))
                 }
             case .ed25519(let publicKey, _):
                 for start in stride(from: 0, to: parsed.ed25519.count, by: 64) {
@@ -321,13 +322,17 @@ struct SignedMessage {
 struct BodyView {
     let raw: UnsafeRawBufferPointer
     let topLevelKeys: [String]
+    /// When the signature covers the whole body, the scan may stop once every key is found; otherwise it
+    /// reads the whole object and refuses a repeated key (an unsigned body could smuggle a second value).
+    let bodyIsSigned: Bool
     /// Where each top-level key's value starts and ends (-1: absent), once scanned.
     private var top: [Int]? = nil
     private var topError: JSONError? = nil
 
-    init(raw: UnsafeRawBufferPointer, topLevelKeys: [String]) {
+    init(raw: UnsafeRawBufferPointer, topLevelKeys: [String], bodyIsSigned: Bool) {
         self.raw = raw
         self.topLevelKeys = topLevelKeys
+        self.bodyIsSigned = bodyIsSigned
     }
 
     mutating func field(_ path: [String]) throws(JSONError) -> JSONField? {
@@ -335,7 +340,7 @@ struct BodyView {
         guard let index = topLevelKeys.firstIndex(of: first) else { return try JSONScanner.field(at: path, in: raw) }
         if let topError { throw topError }
         if top == nil {
-            do { top = try JSONScanner.locateSpans(topLevelKeys, in: raw) } catch {
+            do { top = try JSONScanner.locateSpans(topLevelKeys, in: raw, stopWhenAllFound: bodyIsSigned) } catch {
                 topError = error
                 throw error
             }

@@ -30,7 +30,7 @@ extension SchemeVerifier {
         var field: String? = nil
         if case .jsonString(let paths) = spec.signed {
             field = try body.withBytes { raw throws(Rejection) in
-                var view = BodyView(raw: raw, topLevelKeys: [])
+                var view = BodyView(raw: raw, topLevelKeys: [], bodyIsSigned: false)
                 return try view.firstScalar(paths, what: "the signed value").value
             }
         }
