@@ -155,6 +155,14 @@ struct SchemeCase: Sendable, CustomStringConvertible {
         #expect(post["Synthflow-Signature"] == inbound["Synthflow-Signature"])
     }
 
+    @Test func synthflowBodyWithARepeatedKeyIsRefused() throws {
+        // Synthflow signs only the call id, so a body could carry a second `call` for a handler to read.
+        let scheme = try verifier("synthflow", secrets: ["s"])
+        let headers = try scheme.signatureHeaders(body: Array(#"{"call":{"call_id":"c1"}}"#.utf8), at: at(0))
+        let smuggled = Array(#"{"call":{"call_id":"c1"},"call":{"call_id":"c2"}}"#.utf8)
+        #expect(scheme.verify(headers: headers, body: smuggled, now: at(0)).reason == .malformedPayload)
+    }
+
     @Test func syncBatchKinds() throws {
         let scheme = try verifier("sync", secrets: ["whsec_x"])
         for (body, key) in [(#"{"id":"batch_1","status":"COMPLETED"}"#, "batch:batch_1:COMPLETED"),
