@@ -2,6 +2,7 @@ import Turnstile
 import TurnstileCore
 import TurnstileIngest
 import TurnstilePipeline
+import Synchronization
 
 /// `turnstile replay`: stored deliveries through the whole pipeline.
 struct ReplayCommand: TurnstileCommand {
@@ -85,6 +86,12 @@ struct ReplayCommand: TurnstileCommand {
             }
         }
 
+        // Dispatch runs beside admission (two cores: one parses and verifies, the other hands events to
+        // handlers), then drains what is left once the input is done.
+        let admissionDone = Flag()
+        let background = dispatcher.map { dispatcher in
+            Task { try await dispatcher.run(idleSeconds: 0.05, shouldStop: { admissionDone.isSet }) }
+        }
         try source.forEach { item in
             switch item {
             case .skipped(let file, let why):
@@ -96,21 +103,33 @@ struct ReplayCommand: TurnstileCommand {
         }
         flush()
         console.flush()
+        admissionDone.set()
+        let early = try await background?.value ?? Dispatcher.Stats()
         let admitted = stopwatch.elapsed
         console.err("replay: \(tally.total) deliveries in \(stopwatch.elapsedText) (\(stopwatch.rate(tally.total))/s): "
                     + (tally.summary.isEmpty ? "none" : tally.summary) + (check ? "; \(mismatches) differ from expect" : ""))
         if let dispatcher {
             let dispatchWatch = Stopwatch()
             var nextLine = 1.0
-            let stats = try await dispatcher.drain(progress: { stats in
+            var stats = try await dispatcher.drain(progress: { stats in
                 if dispatchWatch.elapsed >= nextLine {
                     console.err("replay: dispatched \(stats.dispatched) events, \(dispatchWatch.rate(stats.dispatched))/s")
                     nextLine = dispatchWatch.elapsed + 1
                 }
             })
-            console.err("replay: dispatched \(stats.dispatched) events in \(dispatchWatch.elapsedText) "
+            stats.dispatched += early.dispatched
+            stats.retried += early.retried
+            stats.deadLettered += early.deadLettered
+            console.err("replay: dispatched \(stats.dispatched) events, \(stats.dispatched - early.dispatched) of them after the input ended, in \(dispatchWatch.elapsedText) "
                         + "(retried \(stats.retried), dead-lettered \(stats.deadLettered)); total \(Stopwatch.format(admitted + dispatchWatch.elapsed))")
         }
         return mismatches > 0 ? ExitStatus.checkFailed : ExitStatus.success
     }
+}
+
+/// A one-way boolean shared between tasks.
+final class Flag: Sendable {
+    private let value = Mutex(false)
+    var isSet: Bool { value.withLock { $0 } }
+    func set() { value.withLock { $0 = true } }
 }
