@@ -7,7 +7,9 @@ import TurnstileCrypto
 /// config fails at start-up and not on the first delivery.
 public struct Ingest: Sendable {
     public let maxBodyBytes: Int
-    private let schemes: [String: SchemeVerifier]
+    /// In config order. A linear search over a few short names beats hashing them on every delivery.
+    private let schemes: [SchemeVerifier]
+    private let index: [String: Int]
     /// Provider names in config order.
     public let providerNames: [String]
 
@@ -15,23 +17,30 @@ public struct Ingest: Sendable {
     ///   shorter than the window a delivery can still pass the timestamp checks.
     public init(config: TurnstileConfig) throws(InputError) {
         try CryptoLibraryCheck.run()
-        var schemes: [String: SchemeVerifier] = [:]
+        var schemes: [SchemeVerifier] = []
         for provider in config.providers {
             let verifier = try SchemeVerifier(config: provider, file: config.file)
             try Ingest.checkRetention(provider, verifier: verifier, file: config.file)
-            schemes[provider.name] = verifier
+            schemes.append(verifier)
         }
         self.schemes = schemes
+        self.index = Dictionary(schemes.enumerated().map { ($1.provider, $0) }, uniquingKeysWith: { first, _ in first })
         self.providerNames = config.providers.map(\.name)
         self.maxBodyBytes = config.maxBodyBytes
     }
 
     /// The verifier of `provider`, if configured.
-    public func scheme(for provider: String) -> SchemeVerifier? { schemes[provider] }
+    public func scheme(for provider: String) -> SchemeVerifier? {
+        if schemes.count <= 16 {
+            for scheme in schemes where scheme.provider == provider { return scheme }
+            return nil
+        }
+        return index[provider].map { schemes[$0] }
+    }
 
     /// Verifies one delivery at `now`: `unknown_provider`, `body_too_large`, or the scheme's verdict.
     public func verify(provider: String, headers: HeaderFields, body: [UInt8], now: Instant) -> Result<VerifiedDelivery, Rejection> {
-        guard let scheme = schemes[provider] else {
+        guard let scheme = scheme(for: provider) else {
             return .failure(Rejection(.unknownProvider, "no provider named \"\(provider)\" is configured"))
         }
         guard body.count <= maxBodyBytes else {
