@@ -38,10 +38,14 @@ public struct Receiver: Sendable {
 
     /// Wires an already-loaded config.
     public init(config: TurnstileConfig, registry: HandlerRegistry) throws(InputError) {
+        // Everything that can throw happens before any stored property is set.
+        let ingest = try Ingest(config: config)
+        let store = try Self.openStore(config)
+        let pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
         self.config = config
-        self.ingest = try Ingest(config: config)
-        self.store = try Self.openStore(config)
-        self.pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
+        self.ingest = ingest
+        self.store = store
+        self.pipeline = pipeline
         self.registry = registry
     }
 

@@ -42,8 +42,7 @@ public struct Pipeline: Sendable {
 
     /// - Throws: ``InputError`` when an event schema is missing from `catalog`.
     public init(config: TurnstileConfig, ingest: Ingest, store: any EventStore, catalog: SchemaCatalog) throws(InputError) {
-        self.ingest = ingest
-        self.store = store
+        // Everything that can throw happens before any stored property is set.
         var schemas: [String: JSONSchema] = [:]
         var retention: [String: Double] = [:]
         for provider in config.providers {
@@ -52,6 +51,8 @@ public struct Pipeline: Sendable {
                 schemas["\(provider.name).\(kind)"] = try catalog.schema("\(provider.scheme)/\(kind)")
             }
         }
+        self.ingest = ingest
+        self.store = store
         self.schemas = schemas
         self.retention = retention
     }

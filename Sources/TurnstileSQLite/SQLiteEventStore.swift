@@ -44,7 +44,6 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     /// Opens (creating if needed) the store at `path` (`:memory:` for a private in-memory store),
     /// checks the library, sets WAL and the pragmas and checks that they took effect, and migrates.
     public init(path: String, options: Options = Options()) throws(StoreError) {
-        self.path = path
         let opened: SQLiteConnection
         do throws(SQLiteError) {
             try SQLiteConnection.checkLibrary()
@@ -68,6 +67,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         } catch {
             throw StoreError(.unavailable, "cannot open the SQLite store \(path): \(error)")
         }
+        self.path = path
         self.connection = opened
     }
 
