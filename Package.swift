@@ -34,9 +34,13 @@ let package = Package(
         // Dedup and dispatch: the pipeline, typed events, handlers and workers. Knows no SQL and no C.
         .target(name: "TurnstilePipeline", dependencies: ["TurnstileCore", "TurnstileIngest"]),
         // Command types; the executable only calls into this.
+        // epoll, eventfd and socket set-up, which Swift's Glibc module does not expose.
+        .target(name: "CTurnstileLinux", cSettings: [.define("_GNU_SOURCE")]),
+        // Our HTTP/1.1 server: knows nothing of webhooks.
+        .target(name: "TurnstileHTTP", dependencies: ["CTurnstileLinux"]),
         // The library front: a config file wired into a receiver (`receive` from any web framework).
         .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite"]),
-        .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileCrypto", "TurnstileSQLite"]),
+        .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileCrypto", "TurnstileSQLite", "TurnstileHTTP"]),
         .executableTarget(name: "turnstile", dependencies: ["TurnstileCLI"]),
 
         .testTarget(name: "TurnstileCryptoTests", dependencies: ["TurnstileCrypto"]),
@@ -44,6 +48,7 @@ let package = Package(
         .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
         .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore"]),
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile"]),
+        .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP"]),
         .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,469 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+internal import CTurnstileLinux
+import Foundation
+import Synchronization
+
+/// How the server listens and what it tolerates.
+public struct HTTPServerConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var limits = HTTPLimits()
+    /// Time to receive a request's head, from the connection's first byte (or its opening).
+    public var headerTimeoutSeconds = 10.0
+    /// Time to receive a request's body once its head is in.
+    public var bodyTimeoutSeconds = 30.0
+    /// How long an idle keep-alive connection stays open.
+    public var idleTimeoutSeconds = 60.0
+    /// Open connections beyond which new ones are refused at once.
+    public var maxConnections = 10_000
+    /// Requests one connection may have in flight (pipelined) before the server stops reading from it.
+    public var maxPipelinedRequests = 16
+    /// Event loops (threads); one per core by default.
+    public var eventLoops = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+}
+
+/// Answers a request. Runs as a task off the event loops, so a slow answer never stalls other connections.
+public typealias HTTPResponder = @Sendable (HTTPRequest) async -> HTTPResponse
+
+/// The server could not start.
+public struct HTTPServerError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+/// A small HTTP/1.1 server over non-blocking sockets driven by epoll: one event loop thread per core,
+/// keep-alive, pipelining answered in order, Content-Length and chunked bodies, `Expect: 100-continue`,
+/// strict parsing (``HTTPRequestParser``), limits and timeouts on every phase.
+public final class HTTPServer: Sendable {
+    public let configuration: HTTPServerConfiguration
+    private let responder: HTTPResponder
+    private let loops: [EventLoop]
+    private let listener: Mutex<Int32>
+    private let counter = ConnectionCounter()
+    /// The port actually bound (useful with port 0).
+    public let port: Int
+
+    /// Binds and starts the event loops.
+    public init(configuration: HTTPServerConfiguration, responder: @escaping HTTPResponder) throws(HTTPServerError) {
+        var bound: Int32 = 0
+        let fd = CTurnstileLinux_listen(configuration.host, Int32(configuration.port), 4096, &bound)
+        guard fd >= 0 else {
+            throw HTTPServerError(message: "cannot listen on \(configuration.host):\(configuration.port): \(String(cString: strerror(errno)))")
+        }
+        self.configuration = configuration
+        self.responder = responder
+        self.listener = Mutex(fd)
+        self.port = Int(bound)
+        var loops: [EventLoop] = []
+        for _ in 0..<configuration.eventLoops {
+            loops.append(EventLoop(listener: fd, configuration: configuration, responder: responder, counter: counter))
+        }
+        self.loops = loops
+        for loop in loops { loop.start() }
+    }
+
+    /// Connections open now.
+    public var openConnections: Int { counter.value }
+
+    /// Stops accepting: the listening socket is closed; open connections carry on.
+    public func stopAccepting() {
+        for loop in loops { loop.stopAccepting() }
+        listener.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish and their answers be written (up to `deadline`
+    /// seconds), then closes every connection and stops the loops.
+    public func shutdown(graceSeconds: Double) async {
+        stopAccepting()
+        let until = Date().addingTimeInterval(graceSeconds)
+        while Date() < until, loops.contains(where: { $0.hasWorkInFlight }) {
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+        for loop in loops { loop.stop() }
+        for loop in loops { await loop.waitUntilStopped() }
+    }
+}
+
+/// One epoll loop on its own thread. All connection state is touched only on that thread; other threads
+/// reach it through the mutex-guarded inbox and the eventfd.
+final class EventLoop: @unchecked Sendable {
+    // `@unchecked Sendable`: `connections`, `counter` and the fds below are used only on the loop thread
+    // (after `start`), except `inbox`, `flags` and `stopped`, which are synchronised.
+    private let epoll: Int32
+    private let wake: Int32
+    private let listener: Int32
+    private let configuration: HTTPServerConfiguration
+    private let responder: HTTPResponder
+    private var connections: [UInt64: Connection] = [:]
+    private var nextID: UInt64 = 2
+    private let counter: ConnectionCounter
+    private let inbox = Mutex<[Completion]>([])
+    private let flags = Mutex<(stop: Bool, accepting: Bool, busy: Bool)>((false, true, false))
+    private let stopped = DispatchSemaphore(value: 0)
+
+    private static let listenerID: UInt64 = 0
+    private static let wakeID: UInt64 = 1
+
+    struct Completion {
+        let connection: UInt64
+        let sequence: Int
+        let response: HTTPResponse
+    }
+
+    init(listener: Int32, configuration: HTTPServerConfiguration, responder: @escaping HTTPResponder, counter: ConnectionCounter) {
+        self.listener = listener
+        self.counter = counter
+        self.configuration = configuration
+        self.responder = responder
+        epoll = CTurnstileLinux_epoll_create()
+        wake = CTurnstileLinux_eventfd()
+        _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_ADD, wake, CTurnstileLinux_EPOLLIN, Self.wakeID)
+        _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_ADD, listener,
+                                      CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLEXCLUSIVE, Self.listenerID)
+    }
+
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "turnstile-http-loop"
+        thread.start()
+    }
+
+    func stopAccepting() {
+        flags.withLock { $0.accepting = false }
+        signal()
+    }
+
+    func stop() {
+        flags.withLock { $0.stop = true }
+        signal()
+    }
+
+    func waitUntilStopped() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                self.stopped.wait()
+                continuation.resume()
+            }
+        }
+    }
+
+    /// Requests being answered, or answers not yet written.
+    var hasWorkInFlight: Bool { flags.withLock { $0.busy } }
+
+    private func signal() { _ = CTurnstileLinux_eventfd_signal(wake) }
+
+    private var now: Double {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
+    }
+
+    // MARK: Loop
+
+    private func run() {
+        var events = [CTurnstileLinux_event](repeating: CTurnstileLinux_event(), count: 256)
+        var acceptingRegistered = true
+        while true {
+            let (stop, accepting) = flags.withLock { ($0.stop, $0.accepting) }
+            if stop { break }
+            if !accepting && acceptingRegistered {
+                _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_DEL, listener, 0, Self.listenerID)
+                acceptingRegistered = false
+            }
+            let count = events.withUnsafeMutableBufferPointer { buffer in
+                CTurnstileLinux_epoll_wait(epoll, buffer.baseAddress, Int32(buffer.count), 100)
+            }
+            for index in 0..<max(0, Int(count)) {
+                let event = events[index]
+                switch event.data {
+                case Self.listenerID: if acceptingRegistered { acceptAll() }
+                case Self.wakeID:
+                    _ = CTurnstileLinux_eventfd_drain(wake)
+                    deliverCompletions()
+                default:
+                    guard let connection = connections[event.data] else { continue }
+                    if event.events & (CTurnstileLinux_EPOLLERR | CTurnstileLinux_EPOLLHUP) != 0 {
+                        close(connection)
+                        continue
+                    }
+                    if event.events & CTurnstileLinux_EPOLLIN != 0 { readable(connection) }
+                    if event.events & CTurnstileLinux_EPOLLOUT != 0, connections[event.data] != nil { flush(connection) }
+                }
+            }
+            deliverCompletions()
+            expire()
+            let busy = connections.values.contains { $0.inFlight > 0 || $0.outbound.count > $0.outboundOffset }
+            flags.withLock { $0.busy = busy }
+        }
+        for connection in Array(connections.values) { close(connection) }
+        Glibc.close(epoll)
+        Glibc.close(wake)
+        stopped.signal()
+    }
+
+    private func acceptAll() {
+        while true {
+            let fd = CTurnstileLinux_accept(listener)
+            if fd < 0 { return }  // EAGAIN, or the listener is gone.
+            let open = counter.increment()
+            if open > configuration.maxConnections {
+                counter.decrement()
+                let refusal = HTTPResponse.json(503, #"{"error":"too many connections"}"#, headers: ["Retry-After": "1"])
+                    .serialized(keepAlive: false, date: nil)
+                _ = refusal.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                Glibc.close(fd)
+                continue
+            }
+            _ = CTurnstileLinux_nodelay(fd)
+            let id = nextID
+            nextID += 1
+            let connection = Connection(id: id, fd: fd, limits: configuration.limits, openedAt: now)
+            connections[id] = connection
+            _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_ADD, fd, CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLRDHUP, id)
+        }
+    }
+
+    private func readable(_ connection: Connection) {
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        var sawEOF = false
+        while !connection.closing {
+            let count = chunk.withUnsafeMutableBytes { read(connection.fd, $0.baseAddress, $0.count) }
+            if count > 0 {
+                chunk.withUnsafeBytes { connection.buffer.append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+                if connection.buffer.readable > configuration.limits.maxBodyBytes + configuration.limits.maxHeaderBytes + 65_536 { break }
+                continue
+            }
+            if count == 0 { sawEOF = true }
+            else if errno == EINTR { continue }
+            else if errno != EAGAIN && errno != EWOULDBLOCK { sawEOF = true }
+            break
+        }
+        parse(connection)
+        if sawEOF {
+            connection.peerClosed = true
+            if connection.inFlight == 0 && connection.outbound.count == connection.outboundOffset {
+                close(connection)
+                return
+            }
+        }
+        updateTimers(connection)
+    }
+
+    private func parse(_ connection: Connection) {
+        while !connection.closing && connection.inFlight < configuration.maxPipelinedRequests {
+            let output: HTTPParserOutput?
+            do { output = try connection.parser.next(&connection.buffer) } catch {
+                let body = JSONText.object(["error": error.reason])
+                let response = HTTPResponse.json(error.status, body)
+                connection.closing = true
+                enqueue(connection, sequence: connection.nextSequence, response: HTTPResponse(status: response.status, headers: response.headers, body: response.body, closeConnection: true))
+                connection.nextSequence += 1
+                connection.inFlight += 1
+                deliverLocal(connection)
+                return
+            }
+            guard let output else { return }
+            switch output {
+            case .continueExpected:
+                if connection.nextWrite == connection.nextSequence {
+                    connection.outbound.append(contentsOf: Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
+                    flush(connection)
+                }
+            case .request(let request):
+                let sequence = connection.nextSequence
+                connection.nextSequence += 1
+                connection.inFlight += 1
+                if !request.keepAlive { connection.closeAfter = min(connection.closeAfter, sequence) }
+                let id = connection.id
+                let responder = self.responder
+                Task {
+                    let response = await responder(request)
+                    self.complete(Completion(connection: id, sequence: sequence, response: response))
+                }
+            }
+        }
+    }
+
+    /// Called from any thread when a responder finishes.
+    private func complete(_ completion: Completion) {
+        inbox.withLock { $0.append(completion) }
+        signal()
+    }
+
+    private func deliverCompletions() {
+        let completions = inbox.withLock { inbox -> [Completion] in
+            let taken = inbox
+            inbox.removeAll()
+            return taken
+        }
+        for completion in completions {
+            guard let connection = connections[completion.connection] else { continue }
+            enqueue(connection, sequence: completion.sequence, response: completion.response)
+            deliverLocal(connection)
+        }
+    }
+
+    private func enqueue(_ connection: Connection, sequence: Int, response: HTTPResponse) {
+        connection.ready[sequence] = response
+    }
+
+    /// Moves ready answers, in order, into the outbound buffer and writes.
+    private func deliverLocal(_ connection: Connection) {
+        while let response = connection.ready.removeValue(forKey: connection.nextWrite) {
+            let last = response.closeConnection || connection.nextWrite >= connection.closeAfter
+            connection.outbound.append(contentsOf: response.serialized(keepAlive: !last, date: nil))
+            connection.nextWrite += 1
+            connection.inFlight -= 1
+            if last {
+                connection.closing = true
+                connection.closeWhenFlushed = true
+                break
+            }
+        }
+        flush(connection)
+        if connections[connection.id] != nil && !connection.closing { parse(connection) }
+        if connections[connection.id] != nil { updateTimers(connection) }
+    }
+
+    private func flush(_ connection: Connection) {
+        while connection.outboundOffset < connection.outbound.count {
+            let written = connection.outbound.withUnsafeBytes { raw in
+                write(connection.fd, raw.baseAddress! + connection.outboundOffset, raw.count - connection.outboundOffset)
+            }
+            if written > 0 {
+                connection.outboundOffset += written
+                continue
+            }
+            if written < 0 && errno == EINTR { continue }
+            if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if !connection.wantsWrite {
+                    connection.wantsWrite = true
+                    _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_MOD, connection.fd,
+                                                  CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLOUT | CTurnstileLinux_EPOLLRDHUP, connection.id)
+                }
+                return
+            }
+            close(connection)
+            return
+        }
+        connection.outbound.removeAll(keepingCapacity: true)
+        connection.outboundOffset = 0
+        if connection.wantsWrite {
+            connection.wantsWrite = false
+            _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_MOD, connection.fd,
+                                          CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLRDHUP, connection.id)
+        }
+        if connection.closeWhenFlushed || (connection.peerClosed && connection.inFlight == 0) {
+            close(connection)
+        }
+    }
+
+    private func updateTimers(_ connection: Connection) {
+        let moment = now
+        if connection.parser.isReadingBody {
+            connection.headStarted = nil
+            connection.bodyStarted = connection.bodyStarted ?? moment
+        } else {
+            connection.bodyStarted = nil
+            if connection.buffer.readable > 0 || !connection.parser.isIdle {
+                connection.headStarted = connection.headStarted ?? moment
+            } else if connection.inFlight > 0 || connection.nextSequence > 0 {
+                connection.headStarted = nil
+            }
+        }
+        let idle = connection.inFlight == 0 && connection.outbound.count == connection.outboundOffset
+            && connection.buffer.readable == 0 && connection.parser.isIdle && connection.nextSequence > 0
+        connection.idleSince = idle ? (connection.idleSince ?? moment) : nil
+    }
+
+    private func expire() {
+        let moment = now
+        for connection in Array(connections.values) {
+            if let start = connection.headStarted, moment - start > configuration.headerTimeoutSeconds, connection.inFlight == 0 {
+                close(connection)
+            } else if let start = connection.bodyStarted, moment - start > configuration.bodyTimeoutSeconds {
+                close(connection)
+            } else if let start = connection.idleSince, moment - start > configuration.idleTimeoutSeconds {
+                close(connection)
+            }
+        }
+    }
+
+    private func close(_ connection: Connection) {
+        guard connections.removeValue(forKey: connection.id) != nil else { return }
+        _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_DEL, connection.fd, 0, connection.id)
+        Glibc.close(connection.fd)
+        counter.decrement()
+    }
+}
+
+/// Open connections across all loops.
+final class ConnectionCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    var value: Int { count.load(ordering: .relaxed) }
+    func increment() -> Int { count.add(1, ordering: .relaxed).newValue }
+    func decrement() { count.subtract(1, ordering: .relaxed) }
+}
+
+/// One client connection, owned by its loop.
+final class Connection {
+    let id: UInt64
+    let fd: Int32
+    var buffer = HTTPByteBuffer()
+    var parser: HTTPRequestParser
+    var outbound: [UInt8] = []
+    var outboundOffset = 0
+    var ready: [Int: HTTPResponse] = [:]
+    var nextSequence = 0
+    var nextWrite = 0
+    var inFlight = 0
+    /// The sequence number after whose answer the connection closes.
+    var closeAfter = Int.max
+    var closing = false
+    var closeWhenFlushed = false
+    var peerClosed = false
+    var wantsWrite = false
+    var headStarted: Double?
+    var bodyStarted: Double?
+    var idleSince: Double?
+
+    init(id: UInt64, fd: Int32, limits: HTTPLimits, openedAt: Double) {
+        self.id = id
+        self.fd = fd
+        self.parser = HTTPRequestParser(limits: limits)
+        self.headStarted = openedAt
+    }
+}
+
+/// Minimal JSON text for the server's own error bodies.
+enum JSONText {
+    static func object(_ members: KeyValuePairs<String, String>) -> String {
+        "{" + members.map { "\(quote($0.key)):\(quote($0.value))" }.joined(separator: ",") + "}"
+    }
+
+    static func quote(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
+            }
+        }
+        return out + "\""
+    }
+}
