@@ -24,7 +24,7 @@ public enum ExitStatus {
 /// in one place.
 public enum TurnstileMain {
     static var commands: [any TurnstileCommand.Type] { [
-        ReplayCommand.self, VerifyCommand.self, SignCommand.self, ExportCommand.self, DeadLettersCommand.self,
+        ServeCommand.self, ReplayCommand.self, VerifyCommand.self, SignCommand.self, ExportCommand.self, DeadLettersCommand.self,
         PruneCommand.self, DispatchCommand.self, BenchCommand.self,
     ] }
 

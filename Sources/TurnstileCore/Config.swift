@@ -11,6 +11,9 @@ public struct TurnstileConfig: Sendable {
     public var providers: [ProviderConfig]
     public var handlers: [HandlerConfig]
     public var dispatch = DispatchSettings()
+    public var http = HTTPSettings()
+    /// `serve` answers 503 while more events than this wait in the queue.
+    public var queueBound = 1_000_000
     /// SQLite's `synchronous` pragma: `full` (default) or `normal`.
     public var sqliteSynchronous = "full"
     public var sqliteBusyTimeoutMilliseconds = 5_000
@@ -30,6 +33,18 @@ public struct TurnstileConfig: Sendable {
     }
 
     public static let defaultMaxBodyBytes = 5 * 1024 * 1024
+}
+
+/// Limits and timeouts of `serve`'s HTTP receiver.
+public struct HTTPSettings: Sendable, Hashable {
+    public var maxHeaderBytes = 16 * 1024
+    public var maxHeaderCount = 100
+    public var maxConnections = 10_000
+    public var headerTimeoutSeconds = 10.0
+    public var bodyTimeoutSeconds = 30.0
+    public var idleTimeoutSeconds = 60.0
+
+    public init() {}
 }
 
 /// How dispatch workers behave.
@@ -218,6 +233,16 @@ struct ConfigReader {
                 throw fail(.invalidValue, "backoff_max_seconds is below backoff_base_seconds", at: "dispatch.backoff_max_seconds")
             }
         }
+        if let http = document["http"] {
+            func number(_ key: String) -> Double? { http[key]?.numberValue?.doubleValue }
+            config.http.maxHeaderBytes = number("max_header_bytes").map { Int($0) } ?? config.http.maxHeaderBytes
+            config.http.maxHeaderCount = number("max_header_count").map { Int($0) } ?? config.http.maxHeaderCount
+            config.http.maxConnections = number("max_connections").map { Int($0) } ?? config.http.maxConnections
+            config.http.headerTimeoutSeconds = number("header_timeout_seconds") ?? config.http.headerTimeoutSeconds
+            config.http.bodyTimeoutSeconds = number("body_timeout_seconds") ?? config.http.bodyTimeoutSeconds
+            config.http.idleTimeoutSeconds = number("idle_timeout_seconds") ?? config.http.idleTimeoutSeconds
+        }
+        if let bound = document["queue_bound"]?.numberValue?.int64Value { config.queueBound = Int(bound) }
         if let sqlite = document["sqlite"] {
             config.sqliteSynchronous = sqlite["synchronous"]?.stringValue ?? config.sqliteSynchronous
             config.sqliteBusyTimeoutMilliseconds = Int(sqlite["busy_timeout_ms"]?.numberValue?.int64Value ?? 5_000)

@@ -28,6 +28,9 @@ public protocol EventStore: Sendable {
     /// Events waiting or leased.
     func queueDepth() throws(StoreError) -> Int
 
+    /// How many dead letters there are.
+    func deadLetterCount() throws(StoreError) -> Int
+
     /// Dead letters, oldest first.
     func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter]
 

@@ -22,6 +22,10 @@ public struct HTTPServerConfiguration: Sendable {
     public var maxPipelinedRequests = 16
     /// Event loops (threads); one per core by default.
     public var eventLoops = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// The answer to a request the parser refuses (the connection closes after it).
+    public var errorResponse: @Sendable (HTTPParseError) -> HTTPResponse = { error in
+        HTTPResponse.json(error.status, JSONText.object(["error": error.reason]))
+    }
 
     public init(host: String, port: Int) {
         self.host = host
@@ -263,8 +267,7 @@ final class EventLoop: @unchecked Sendable {
         while !connection.closing && connection.inFlight < configuration.maxPipelinedRequests {
             let output: HTTPParserOutput?
             do { output = try connection.parser.next(&connection.buffer) } catch {
-                let body = JSONText.object(["error": error.reason])
-                let response = HTTPResponse.json(error.status, body)
+                let response = configuration.errorResponse(error)
                 connection.closing = true
                 enqueue(connection, sequence: connection.nextSequence, response: HTTPResponse(status: response.status, headers: response.headers, body: response.body, closeConnection: true))
                 connection.nextSequence += 1

@@ -66,14 +66,18 @@ public struct Pipeline: Sendable {
     ///   batch is `rejected`/`store_unavailable` and nothing of the batch was kept.
     public func process(_ deliveries: [Delivery], now: Instant? = nil, reprocess: Bool = false,
                         clock: any WallClock = SystemWallClock()) -> [DeliveryVerdict] {
-        var verdicts: [DeliveryVerdict] = []
-        verdicts.reserveCapacity(deliveries.count)
+        admit(deliveries.map { prepare($0, now: now, reprocess: reprocess, clock: clock) })
+    }
+
+    /// Stores the admissions of `prepared` deliveries in ONE transaction and returns every verdict, in order.
+    /// Rejected ones pass through untouched. When the store fails, every verified delivery of the batch is
+    /// `rejected`/`store_unavailable` and nothing of the batch was kept.
+    public func admit(_ prepared: [PreparedDelivery]) -> [DeliveryVerdict] {
+        var verdicts = prepared.map(\.verdict)
         var admissions: [Admission] = []
         var positions: [Int] = []
-        for (index, original) in deliveries.enumerated() {
-            let (verdict, admission) = prepare(original, now: now, reprocess: reprocess, clock: clock)
-            verdicts.append(verdict)
-            if let admission {
+        for (index, item) in prepared.enumerated() {
+            if let admission = item.admission {
                 admissions.append(admission)
                 positions.append(index)
             }
@@ -104,15 +108,17 @@ public struct Pipeline: Sendable {
 
     /// The admissions the verified ones of `deliveries` would make, without storing anything (for benchmarks).
     public func admissions(for deliveries: [Delivery], now: Instant? = nil) -> [Admission] {
-        deliveries.compactMap { prepare($0, now: now, reprocess: false, clock: SystemWallClock()).1 }
+        deliveries.compactMap { prepare($0, now: now).admission }
     }
 
-    /// Verifies one delivery and, when it passes, builds its admission.
-    private func prepare(_ original: Delivery, now: Instant?, reprocess: Bool, clock: any WallClock) -> (DeliveryVerdict, Admission?) {
+    /// Verifies one delivery and, when it passes, builds its admission (nothing is stored yet). This is the
+    /// part that can run in parallel; ``admit(_:)`` is the part a single writer batches.
+    public func prepare(_ original: Delivery, now: Instant? = nil, reprocess: Bool = false,
+                        clock: any WallClock = SystemWallClock()) -> PreparedDelivery {
         let instant = now ?? original.receivedAt ?? clock.now()
         switch ingest.verify(original, now: instant) {
         case .failure(let rejection):
-            return (DeliveryVerdict(outcome: .rejected, reason: rejection.reason, detail: rejection.detail), nil)
+            return PreparedDelivery(verdict: DeliveryVerdict(outcome: .rejected, reason: rejection.reason, detail: rejection.detail), admission: nil)
         case .success(let verified):
             var delivery = original
             if delivery.receivedAt == nil { delivery.receivedAt = instant }
@@ -128,7 +134,7 @@ public struct Pipeline: Sendable {
             let verdict = DeliveryVerdict(outcome: .accepted, eventType: verified.eventType, eventKey: verified.eventKey,
                                           detail: deadLetter?.message, deadLettered: deadLetter != nil,
                                           usedStringifyFallback: verified.usedStringifyFallback)
-            return (verdict, admission)
+            return PreparedDelivery(verdict: verdict, admission: admission)
         }
     }
 
@@ -141,6 +147,12 @@ public struct Pipeline: Sendable {
         guard let first = schema.violations(of: document).first else { return nil }
         return (.schemaViolation, "\(verified.eventType) payload breaks its schema: \(first)")
     }
+}
+
+/// A delivery after verification: its provisional verdict and, when it passed, what to store.
+public struct PreparedDelivery: Sendable {
+    public var verdict: DeliveryVerdict
+    public var admission: Admission?
 }
 
 /// Which event kinds of a scheme have a schema in `schemas/<scheme>/<kind>.schema.json`.

@@ -298,6 +298,14 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     // MARK: Dead letters
 
+    public func deadLetterCount() throws(StoreError) -> Int {
+        try withConnection("dead letter count") { db in
+            let select = try db.prepare("SELECT COUNT(*) FROM dead_letters")
+            defer { select.reset() }
+            return try select.step() ? Int(select.int64(0)) : 0
+        }
+    }
+
     public func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter] {
         try withConnection("dead letters") { db in
             let select = try db.prepare("""

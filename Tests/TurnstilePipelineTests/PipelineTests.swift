@@ -152,6 +152,7 @@ struct FailingStore: EventStore {
     func nextDue() throws(StoreError) -> Instant? { throw StoreError(.unavailable, "x") }
     func queueDepth() throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter] { throw StoreError(.unavailable, "x") }
+    func deadLetterCount() throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func pruneNonces(now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws { throw StoreError(.unavailable, "x") }

@@ -1,0 +1,233 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Foundation
+import Synchronization
+import Turnstile
+import TurnstileCore
+import TurnstileHTTP
+import TurnstilePipeline
+
+/// `turnstile serve`: the webhook endpoint providers call.
+struct ServeCommand: TurnstileCommand {
+    static let spec = CommandSpec(
+        name: "serve",
+        abstract: "Run the HTTP receiver and the dispatch workers until SIGTERM/SIGINT, then drain and exit 0.",
+        usage: "serve --config FILE",
+        options: [.option("config", "FILE", required: true, help: "The Turnstile config file (JSON).")],
+        discussion: """
+            Routes: POST /webhooks/<provider>, GET /healthz, GET /metrics. A 200 is written only after the event's
+            transaction has committed; concurrent deliveries share one transaction (group commit). On SIGTERM or SIGINT
+            it stops accepting, finishes requests in flight, drains dispatch up to dispatch.shutdown_grace_seconds and
+            exits 0; a second signal exits at once. Logs one JSON line per delivery on stderr.
+            """)
+
+    let configPath: String
+
+    init(_ arguments: ParsedArguments) throws(UsageError) {
+        configPath = arguments.value("config") ?? ""
+    }
+
+    func run(console: any Console) async throws -> Int32 {
+        let receiver = try Receiver.load(configPath: configPath)
+        let config = receiver.config
+        let (host, port) = try Self.listenAddress(config.listen, file: config.file)
+        let logger = Logger(handler: StandardErrorLogHandler())
+        let metrics = PipelineMetrics()
+        let state = ServeState()
+        let committer = GroupCommitter(pipeline: receiver.pipeline)
+        let dispatcher = Dispatcher(store: receiver.store, registry: receiver.registry, settings: config.dispatch, logger: logger,
+                                    observer: { _, handler, succeeded, seconds in
+                                        metrics.recordHandlerRun(handler: handler, succeeded: succeeded, seconds: seconds)
+                                    })
+        var http = HTTPServerConfiguration(host: host, port: port)
+        http.limits.maxBodyBytes = config.maxBodyBytes
+        http.limits.maxHeaderBytes = config.http.maxHeaderBytes
+        http.limits.maxHeaderCount = config.http.maxHeaderCount
+        http.maxConnections = config.http.maxConnections
+        http.headerTimeoutSeconds = config.http.headerTimeoutSeconds
+        http.bodyTimeoutSeconds = config.http.bodyTimeoutSeconds
+        http.idleTimeoutSeconds = config.http.idleTimeoutSeconds
+        http.errorResponse = { error in
+            let body = error.status == 413 ? #"{"outcome":"rejected","reason":"body_too_large"}"# : #"{"error":"\#(error.status == 431 ? "request header fields too large" : "bad request")"}"#
+            return HTTPResponse.json(error.status, body)
+        }
+        let service = WebhookService(receiver: receiver, committer: committer, metrics: metrics, logger: logger, state: state)
+        let server: HTTPServer
+        do { server = try HTTPServer(configuration: http, responder: { request in await service.respond(to: request) }) } catch {
+            throw InputError(.invalidValue, error.message, file: config.file, field: "listen")
+        }
+        state.setConnectionCounter { server.openConnections }
+        let shown = host.contains(":") ? "[\(host)]:\(server.port)" : "\(host):\(server.port)"
+        logger.info("listening", ["address": shown, "store": config.store.description, "providers": receiver.ingest.providerNames.joined(separator: ",")])
+
+        let dispatching = Task { try await dispatcher.run(shouldStop: { state.dispatchStopped }) }
+        let maintenance = Task {
+            var lastPrune = 0.0
+            while !state.dispatchStopped {
+                state.queueDepth = (try? receiver.store.queueDepth()) ?? state.queueDepth
+                let now = SystemWallClock().now()
+                if now.secondsSince1970 - lastPrune > 60 {
+                    if let pruned = try? receiver.store.pruneNonces(now: now), pruned > 0 {
+                        logger.info("pruned nonces", ["count": String(pruned)])
+                    }
+                    lastPrune = now.secondsSince1970
+                }
+                try? await Task.sleep(nanoseconds: 250_000_000)
+            }
+        }
+
+        let signal = await Self.firstShutdownSignal()
+        logger.info("shutting down", ["signal": signal == SIGTERM ? "SIGTERM" : "SIGINT"])
+        state.beginShutdown()
+        await server.shutdown(graceSeconds: config.dispatch.shutdownGraceSeconds)
+        committer.stop()
+        // Drain dispatch up to the grace period, then stop the workers (what is left stays queued).
+        let deadline = SystemWallClock().now().adding(seconds: config.dispatch.shutdownGraceSeconds)
+        while SystemWallClock().now() < deadline, ((try? receiver.store.queueDepth()) ?? 0) > 0 {
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        state.stopDispatch()
+        _ = try? await dispatching.value
+        _ = await maintenance.value
+        logger.info("stopped", ["queue_depth": String((try? receiver.store.queueDepth()) ?? -1)])
+        return ExitStatus.success
+    }
+
+    /// `HOST:PORT` or `[IPv6]:PORT`.
+    static func listenAddress(_ text: String, file: String) throws(InputError) -> (String, Int) {
+        var host: Substring
+        var portText: Substring
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") {
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else if let colon = text.lastIndex(of: ":") {
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        } else {
+            throw InputError(.invalidValue, "listen must be HOST:PORT or [IPV6]:PORT, got \"\(text)\"", file: file, field: "listen")
+        }
+        if host == "localhost" { host = "127.0.0.1" }
+        guard let port = Int(portText), (0...65_535).contains(port), !host.isEmpty else {
+            throw InputError(.invalidValue, "listen must be HOST:PORT with a port from 0 to 65535, got \"\(text)\"", file: file, field: "listen")
+        }
+        return (String(host), port)
+    }
+
+    /// Waits for SIGTERM or SIGINT; a second one ends the process at once.
+    static func firstShutdownSignal() async -> Int32 {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+            let seen = Mutex(0)
+            var sources: [any DispatchSourceSignal] = []
+            for signo in [SIGTERM, SIGINT] {
+                Glibc.signal(signo, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
+                source.setEventHandler {
+                    let count = seen.withLock { count -> Int in
+                        count += 1
+                        return count
+                    }
+                    if count == 1 { continuation.resume(returning: signo) } else { _exit(128 + signo) }
+                }
+                source.resume()
+                sources.append(source)
+            }
+            SignalSources.keep(sources)
+        }
+    }
+}
+
+/// Keeps the signal sources alive for the life of the process.
+enum SignalSources {
+    nonisolated(unsafe) private static var sources: [any DispatchSourceSignal] = []
+    static func keep(_ new: [any DispatchSourceSignal]) { sources += new }
+}
+
+/// Flags and gauges shared by the routes and the background tasks of `serve`.
+final class ServeState: Sendable {
+    private let flags = Mutex<(shuttingDown: Bool, dispatchStopped: Bool, queueDepth: Int)>((false, false, 0))
+    private let counter = Mutex<(@Sendable () -> Int)?>(nil)
+
+    var shuttingDown: Bool { flags.withLock { $0.shuttingDown } }
+    var dispatchStopped: Bool { flags.withLock { $0.dispatchStopped } }
+    var queueDepth: Int {
+        get { flags.withLock { $0.queueDepth } }
+        set { flags.withLock { $0.queueDepth = newValue } }
+    }
+    var openConnections: Int { counter.withLock { $0?() ?? 0 } }
+
+    func beginShutdown() { flags.withLock { $0.shuttingDown = true } }
+    func stopDispatch() { flags.withLock { $0.dispatchStopped = true } }
+    func setConnectionCounter(_ read: @escaping @Sendable () -> Int) { counter.withLock { $0 = read } }
+}
+
+/// The routes of the contract's HTTP table, over the pipeline.
+struct WebhookService: Sendable {
+    let receiver: Receiver
+    let committer: GroupCommitter
+    let metrics: PipelineMetrics
+    let logger: Logger
+    let state: ServeState
+
+    private static let unavailable = #"{"outcome":"rejected","reason":"store_unavailable"}"#
+
+    func respond(to request: HTTPRequest) async -> HTTPResponse {
+        let path = request.path
+        if path.hasPrefix("/webhooks/") {
+            let provider = String(path.dropFirst("/webhooks/".count))
+            guard !provider.isEmpty, !provider.contains("/") else { return notFound() }
+            guard request.method == "POST" else {
+                return HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "POST"])
+            }
+            return await deliver(request, provider: provider)
+        }
+        switch path {
+        case "/healthz":
+            guard request.method == "GET" || request.method == "HEAD" else {
+                return HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "GET, HEAD"])
+            }
+            do {
+                _ = try receiver.store.queueDepth()
+                return HTTPResponse.json(200, #"{"status":"ok"}"#)
+            } catch {
+                return HTTPResponse.json(503, #"{"status":"store_unavailable"}"#, headers: ["Retry-After": "5"])
+            }
+        case "/metrics":
+            guard request.method == "GET" else {
+                return HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "GET"])
+            }
+            let text = metrics.render(queueDepth: try? receiver.store.queueDepth(), deadLetters: try? receiver.store.deadLetterCount(),
+                                      openConnections: state.openConnections)
+            return HTTPResponse(status: 200, headers: ["Content-Type": "text/plain; version=0.0.4"], body: Array(text.utf8))
+        default:
+            return notFound()
+        }
+    }
+
+    private func notFound() -> HTTPResponse { HTTPResponse.json(404, #"{"error":"not found"}"#) }
+
+    private func deliver(_ request: HTTPRequest, provider: String) async -> HTTPResponse {
+        let started = DispatchTime.now().uptimeNanoseconds
+        if state.shuttingDown || state.queueDepth >= receiver.config.queueBound {
+            let reason = state.shuttingDown ? "shutting down" : "queue over its bound"
+            metrics.recordDelivery(provider: provider, outcome: .rejected, reason: .storeUnavailable, seconds: 0)
+            logger.warning("delivery", ["provider": provider, "outcome": "rejected", "reason": "store_unavailable", "detail": reason, "status": "503"])
+            return HTTPResponse.json(503, Self.unavailable, headers: ["Retry-After": "5"])
+        }
+        var headers = HeaderFields()
+        for field in request.headers { headers.append(name: field.name, value: field.value) }
+        let delivery = Delivery(provider: provider, receivedAt: SystemWallClock().now(), headers: headers, body: request.body, path: request.path)
+        let verdict = await committer.submit(delivery)
+        let answer = ReceiveResponse(verdict)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        metrics.recordDelivery(provider: provider, outcome: verdict.outcome, reason: verdict.reason, seconds: seconds)
+        logger.info("delivery", [
+            "provider": provider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
+            "event_key": verdict.eventKey ?? "-", "status": String(answer.status), "latency_ms": String(format: "%.2f", seconds * 1000),
+        ])
+        var responseHeaders = HTTPHeaders()
+        if answer.status == 503 { responseHeaders.append(name: "Retry-After", value: "5") }
+        return HTTPResponse.json(answer.status, answer.body, headers: responseHeaders)
+    }
+}
