@@ -95,6 +95,8 @@ public struct ProviderConfig: Sendable {
     public var hmac: JSONObject?
     /// Synthflow inbound calls: the answer sent when no responding handler answers in time.
     public var inboundDefaultAnswer: JSONValue?
+    /// Synthflow inbound calls: how long a responding handler may take (default 3 s).
+    public var inboundAnswerDeadlineSeconds: Double?
     public init(name: String, scheme: String, secrets: [Secret], toleranceSeconds: Int? = nil,
                 maxFutureSkewSeconds: Int? = nil, maxAgeSeconds: Int? = nil, retentionSeconds: Int? = nil,
                 hmac: JSONObject? = nil, inboundDefaultAnswer: JSONValue? = nil) {
@@ -288,13 +290,18 @@ struct ConfigReader {
             throw fail(.invalidValue, "\"hmac\" is only for scheme hmac (this provider uses \(scheme))", at: "\(path).hmac")
         }
         let inboundDefault = entry["inbound_default_answer"]
-        if inboundDefault != nil && scheme != "synthflow" {
-            throw fail(.invalidValue, "inbound_default_answer is only for scheme synthflow", at: "\(path).inbound_default_answer")
+        for key in ["inbound_default_answer", "inbound_answer_deadline_ms"] where entry[key] != nil && scheme != "synthflow" {
+            throw fail(.invalidValue, "\(key) is only for scheme synthflow", at: "\(path).\(key)")
         }
-        return ProviderConfig(
+        if let answer = inboundDefault, answer["call_inbound"]?.objectValue == nil {
+            throw fail(.invalidValue, "inbound_default_answer must be {\"call_inbound\":{…}}", at: "\(path).inbound_default_answer")
+        }
+        var provider = ProviderConfig(
             name: name, scheme: scheme, secrets: secrets, toleranceSeconds: seconds("tolerance_seconds"),
             maxFutureSkewSeconds: seconds("max_future_skew_seconds"), maxAgeSeconds: seconds("max_age_seconds"),
             retentionSeconds: seconds("retention_seconds"), hmac: hmac, inboundDefaultAnswer: inboundDefault)
+        provider.inboundAnswerDeadlineSeconds = entry["inbound_answer_deadline_ms"]?.numberValue.map { $0.doubleValue / 1000 }
+        return provider
     }
 
     func readSecret(_ reference: String, at field: String) throws(InputError) -> Secret {

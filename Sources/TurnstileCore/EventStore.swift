@@ -38,6 +38,14 @@ public protocol EventStore: Sendable {
     /// Returns how many were re-queued.
     func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int
 
+    /// Keeps the first answer given to a request/response event (Synthflow's inbound call) and returns the
+    /// answer that is kept: `answer` when none was stored yet, else the stored one. Repeats of one request so
+    /// get one answer, across restarts and receivers.
+    func keepAnswer(provider: String, eventKey: String, answer: String, now: Instant) throws(StoreError) -> String
+
+    /// The answer kept for an event, if any.
+    func keptAnswer(provider: String, eventKey: String) throws(StoreError) -> String?
+
     /// Deletes nonces that expired before `now`; returns how many.
     func pruneNonces(now: Instant) throws(StoreError) -> Int
 

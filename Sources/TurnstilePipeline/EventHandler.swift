@@ -66,8 +66,15 @@ public struct HandlerRegistry: Sendable {
     }
 
     private(set) var entries: [Entry] = []
+    /// Answers Synthflow inbound calls (request/response), if set.
+    public private(set) var inboundResponder: (any InboundCallResponder)?
 
     public init() {}
+
+    /// Sets the responder that answers Synthflow inbound calls within their deadline.
+    public mutating func answerInboundCalls(with responder: some InboundCallResponder) {
+        inboundResponder = responder
+    }
 
     /// Registers `handler` for the event types matching `patterns`.
     public mutating func register<Handler: EventHandler>(_ handler: Handler, name: String, events patterns: [String]) {

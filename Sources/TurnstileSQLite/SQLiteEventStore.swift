@@ -33,7 +33,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     }
 
     /// The schema version this code writes; older stores are migrated at open.
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
     /// The SQLite library in use.
     public static var libraryVersion: String { SQLiteConnection.libraryVersion }
 
@@ -127,6 +127,16 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             dead_at REAL NOT NULL,
             archive_id INTEGER
         );
+        """,
+        // Version 2: answers of request/response webhooks.
+        """
+        CREATE TABLE answers (
+            provider TEXT NOT NULL,
+            event_key TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (provider, event_key)
+        ) WITHOUT ROWID;
         """,
     ]
 
@@ -354,6 +364,30 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                 }
                 return moved
             }
+        }
+    }
+
+    // MARK: Answers
+
+    public func keepAnswer(provider: String, eventKey: String, answer: String, now: Instant) throws(StoreError) -> String {
+        try withConnection("keep answer") { db in
+            try db.transaction {
+                try db.prepare("INSERT INTO answers (provider, event_key, answer, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                    .bind(.text(provider), .text(eventKey), .text(answer), .real(now.secondsSince1970)).run()
+                let select = try db.prepare("SELECT answer FROM answers WHERE provider = ? AND event_key = ?")
+                try select.bind(.text(provider), .text(eventKey))
+                defer { select.reset() }
+                return try select.step() ? select.text(0) ?? answer : answer
+            }
+        }
+    }
+
+    public func keptAnswer(provider: String, eventKey: String) throws(StoreError) -> String? {
+        try withConnection("kept answer") { db in
+            let select = try db.prepare("SELECT answer FROM answers WHERE provider = ? AND event_key = ?")
+            try select.bind(.text(provider), .text(eventKey))
+            defer { select.reset() }
+            return try select.step() ? select.text(0) : nil
         }
     }
 

@@ -231,3 +231,25 @@ final class Acknowledged: @unchecked Sendable {
         })
     }
 }
+
+@Suite(.serialized) struct InboundCallServeTests {
+    @Test func synthflowInboundCallGetsTheDefaultAnswerAndItsRepeatTheSameOne() throws {
+        let config = try TemporaryConfig(extra: #","listen":"127.0.0.1:0""#)
+        // The fixtures' synthflow provider, with a default answer.
+        var text = try String(contentsOfFile: config.path, encoding: .utf8)
+        text = text.replacingOccurrences(of: #""synthflow":{"scheme":"synthflow","secrets":["env:SYNTHFLOW_WEBHOOK_SECRET","env:SYNTHFLOW_WEBHOOK_SECRET_OLD"]}"#,
+                                         with: #""synthflow":{"scheme":"synthflow","secrets":["env:SYNTHFLOW_WEBHOOK_SECRET","env:SYNTHFLOW_WEBHOOK_SECRET_OLD"],"inbound_default_answer":{"call_inbound":{"override_model_id":"agent-default"}}}"#)
+        try text.write(toFile: config.path, atomically: true, encoding: .utf8)
+        #expect(text.contains("agent-default"))
+        let server = try RunningServer(config: config)
+        defer { _ = server.stop() }
+        let signed = try JSONParser.parse(try run(["sign", "--config", "fixtures/turnstile.json", "--provider", "synthflow",
+                                                    "--body-file", "fixtures/payloads/synthflow/inbound-call.body"]).stdout)
+        let client = try RawClient(port: server.port)
+        client.send(httpRequest(for: signed))
+        client.send(httpRequest(for: signed))
+        let answers = client.responses(2)
+        #expect(answers.map(\.status) == [200, 200])
+        #expect(answers.map(\.body) == Array(repeating: #"{"call_inbound":{"override_model_id":"agent-default"}}"#, count: 2))
+    }
+}

@@ -153,6 +153,8 @@ struct FailingStore: EventStore {
     func queueDepth() throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter] { throw StoreError(.unavailable, "x") }
     func deadLetterCount() throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
+    func keepAnswer(provider: String, eventKey: String, answer: String, now: Instant) throws(StoreError) -> String { throw StoreError(.unavailable, "x") }
+    func keptAnswer(provider: String, eventKey: String) throws(StoreError) -> String? { throw StoreError(.unavailable, "x") }
     func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func pruneNonces(now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws { throw StoreError(.unavailable, "x") }

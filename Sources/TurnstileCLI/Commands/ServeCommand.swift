@@ -53,7 +53,8 @@ struct ServeCommand: TurnstileCommand {
             let body = error.status == 413 ? #"{"outcome":"rejected","reason":"body_too_large"}"# : #"{"error":"\#(error.status == 431 ? "request header fields too large" : "bad request")"}"#
             return HTTPResponse.json(error.status, body)
         }
-        let service = WebhookService(receiver: receiver, committer: committer, metrics: metrics, logger: logger, state: state)
+        let inbound = InboundCallAnswers(store: receiver.store, responder: receiver.registry.inboundResponder, config: config)
+        let service = WebhookService(receiver: receiver, committer: committer, metrics: metrics, logger: logger, state: state, inbound: inbound)
         let server: HTTPServer
         do { server = try HTTPServer(configuration: http, responder: { request in await service.respond(to: request) }) } catch {
             throw InputError(.invalidValue, error.message, file: config.file, field: "listen")
@@ -169,6 +170,7 @@ struct WebhookService: Sendable {
     let metrics: PipelineMetrics
     let logger: Logger
     let state: ServeState
+    let inbound: InboundCallAnswers
 
     private static let unavailable = #"{"outcome":"rejected","reason":"store_unavailable"}"#
 
@@ -226,6 +228,11 @@ struct WebhookService: Sendable {
             "provider": provider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
             "event_key": verdict.eventKey ?? "-", "status": String(answer.status), "latency_ms": String(format: "%.2f", seconds * 1000),
         ])
+        if inbound.applies(to: verdict, provider: provider) {
+            // Request/response: the answer routes the call; a repeat gets the answer kept for the first.
+            return HTTPResponse.json(200, await inbound.answer(provider: provider, verdict: verdict, body: request.body,
+                                                               receivedAt: delivery.receivedAt ?? SystemWallClock().now()))
+        }
         var responseHeaders = HTTPHeaders()
         if answer.status == 503 { responseHeaders.append(name: "Retry-After", value: "5") }
         return HTTPResponse.json(answer.status, answer.body, headers: responseHeaders)
