@@ -253,3 +253,16 @@ final class Acknowledged: @unchecked Sendable {
         #expect(answers.map(\.body) == Array(repeating: #"{"call_inbound":{"override_model_id":"agent-default"}}"#, count: 2))
     }
 }
+
+@Suite(.serialized) struct SendTests {
+    @Test func sendPostsStoredDeliveriesAndPrintsEachStatus() throws {
+        let config = try TemporaryConfig(extra: #","listen":"127.0.0.1:0""#)
+        let server = try RunningServer(config: config)
+        defer { _ = server.stop() }
+        let result = try run(["send", "--url", "http://127.0.0.1:\(server.port)", "fixtures/deliveries/github.ndjson"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let statuses = try result.lines.map { try JSONParser.parse($0)["status"]?.numberValue?.int64Value ?? 0 }
+        #expect(statuses == [200, 200, 200, 401, 401, 401, 401, 400, 413])
+        #expect(try run(["send", "--url", "https://127.0.0.1:1", "fixtures/deliveries/github.ndjson"]).status == 2)
+    }
+}
