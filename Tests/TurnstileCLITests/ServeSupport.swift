@@ -14,7 +14,7 @@ final class RunningServer: @unchecked Sendable {
     init(config: TemporaryConfig) throws {
         self.config = config
         logPath = config.folder + "/serve.log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: turnstileBinary)
         process.arguments = ["serve", "--config", config.path]
         process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
