@@ -22,6 +22,10 @@ public struct Receiver: Sendable {
     public let config: TurnstileConfig
     public let ingest: Ingest
     public let store: any EventStore
+    /// A second connection for the dispatch workers' queue bookkeeping (leases, completions, retries).
+    /// On SQLite it commits without fsync (`synchronous=NORMAL`): losing a completion in a power cut only
+    /// redelivers an event, which at-least-once allows, and admissions keep their fsync on `store`.
+    public let dispatchStore: any EventStore
     public let pipeline: Pipeline
     public let registry: HandlerRegistry
 
@@ -41,20 +45,23 @@ public struct Receiver: Sendable {
         // Everything that can throw happens before any stored property is set.
         let ingest = try Ingest(config: config)
         let store = try Self.openStore(config)
+        // A private in-memory database cannot be shared between connections: dispatch uses the same one.
+        let dispatchStore = config.store == .sqlite(path: ":memory:") ? store : try Self.openStore(config, forDispatch: true)
         let pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
         self.config = config
         self.ingest = ingest
         self.store = store
+        self.dispatchStore = dispatchStore
         self.pipeline = pipeline
         self.registry = registry
     }
 
     /// Opens the store `config` names.
-    public static func openStore(_ config: TurnstileConfig) throws(InputError) -> any EventStore {
+    public static func openStore(_ config: TurnstileConfig, forDispatch: Bool = false) throws(InputError) -> any EventStore {
         switch config.store {
         case .sqlite(let path):
             let options = SQLiteEventStore.Options(
-                synchronous: SQLiteEventStore.Synchronous(rawValue: config.sqliteSynchronous) ?? .full,
+                synchronous: forDispatch ? .normal : SQLiteEventStore.Synchronous(rawValue: config.sqliteSynchronous) ?? .full,
                 busyTimeoutMilliseconds: config.sqliteBusyTimeoutMilliseconds)
             do { return try SQLiteEventStore(path: path, options: options) } catch {
                 throw InputError(.unreadableFile, error.message, file: config.file, field: "store")
@@ -67,7 +74,7 @@ public struct Receiver: Sendable {
 
     /// A dispatcher over this receiver's store and handlers.
     public func dispatcher(logger: Logger = .silent) -> Dispatcher {
-        Dispatcher(store: store, registry: registry, settings: config.dispatch, logger: logger)
+        Dispatcher(store: dispatchStore, registry: registry, settings: config.dispatch, logger: logger)
     }
 
     /// Verifies, dedups and durably enqueues one delivery; returns the contract's HTTP answer.

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Synchronization
+import Foundation
 
 /// Severity of a log line.
 public enum LogLevel: String, Sendable, Comparable, CaseIterable {
@@ -47,10 +48,20 @@ public struct Logger: Sendable {
 }
 
 /// One JSON object per line on standard error: `{"ts":…,"level":…,"msg":…, metadata…}`.
+///
+/// Buffered, it collects lines and writes them every 50 ms (or at 64 KiB) from a background thread, so a
+/// busy receiver does not pay one `write(2)` per delivery; ``flush()`` writes what is pending.
 public struct StandardErrorLogHandler: LogHandler {
     private let clock: any WallClock
+    private let buffer: LogBuffer?
 
-    public init(clock: any WallClock = SystemWallClock()) { self.clock = clock }
+    public init(clock: any WallClock = SystemWallClock(), buffered: Bool = false) {
+        self.clock = clock
+        self.buffer = buffered ? LogBuffer.shared : nil
+    }
+
+    /// Writes every buffered line now.
+    public func flush() { buffer?.flush() }
 
     public func log(level: LogLevel, message: String, metadata: [(String, String)]) {
         var object = JSONObject()
@@ -60,10 +71,48 @@ public struct StandardErrorLogHandler: LogHandler {
         for (key, value) in metadata { object[key] = .string(value) }
         var bytes = JSONValue.object(object).javaScriptStringified()
         bytes.append(0x0a)
+        if let buffer { buffer.append(bytes) } else { LogBuffer.write(bytes) }
+    }
+}
+
+/// Pending log bytes, written by one background thread.
+final class LogBuffer: Sendable {
+    static let shared = LogBuffer()
+    private let pending = Mutex<[UInt8]>([])
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                usleep(50_000)
+                flush()
+            }
+        }
+        thread.name = "turnstile-log"
+        thread.start()
+    }
+
+    func append(_ bytes: [UInt8]) {
+        let full = pending.withLock { pending -> Bool in
+            pending += bytes
+            return pending.count >= 64 * 1024
+        }
+        if full { flush() }
+    }
+
+    func flush() {
+        let bytes = pending.withLock { pending -> [UInt8] in
+            let taken = pending
+            pending.removeAll(keepingCapacity: true)
+            return taken
+        }
+        if !bytes.isEmpty { Self.write(bytes) }
+    }
+
+    static func write(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                let written = write(2, raw.baseAddress! + offset, raw.count - offset)
+                let written = Glibc.write(2, raw.baseAddress! + offset, raw.count - offset)
                 if written <= 0 { if written < 0 && errno == EINTR { continue } else { return } }
                 offset += written
             }

@@ -40,9 +40,19 @@ public final class JSONLHandler: EventHandler {
         object["attempt"] = .number(JSONNumber(Int64(context.attempt)))
         object["reprocess"] = .bool(context.isReprocess)
         object["handler"] = .string(context.handlerName)
-        object["payload"] = event.payload ?? .null
-        if event.payload == nil { object["body"] = .string(String(decoding: event.body, as: UTF8.self)) }
-        var line = JSONValue.object(object).javaScriptStringified()
+        var line: [UInt8]
+        if event.payload != nil, !event.body.contains(0x0a), !event.body.contains(0x0d) {
+            // The body is JSON on one line already: copy its bytes instead of re-serialising it.
+            object["payload"] = .null
+            line = JSONValue.object(object).javaScriptStringified()
+            line.removeLast("null}".utf8.count)
+            line += event.body
+            line.append(UInt8(ascii: "}"))
+        } else {
+            object["payload"] = event.payload ?? .null
+            if event.payload == nil { object["body"] = .string(String(decoding: event.body, as: UTF8.self)) }
+            line = JSONValue.object(object).javaScriptStringified()
+        }
         line.append(0x0a)
         try descriptor.withLock { fd in try Self.writeAll(fd, line, path: path) }
     }

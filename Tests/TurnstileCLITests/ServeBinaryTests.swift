@@ -114,7 +114,8 @@ import TurnstileCore
         ("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "v", count: 20_000) + "\r\n\r\n", 431),
     ])
     func malformedRequestsAreRefusedAndTheConnectionClosed(request: String, status: Int) throws {
-        let server = try Self.shared()
+        let server = try RunningServer(config: try TemporaryConfig(extra: #","listen":"127.0.0.1:0""#))
+        defer { _ = server.stop() }
         let client = try RawClient(port: server.port)
         client.send(request)
         let answers = client.responses(1)
@@ -194,14 +195,6 @@ import TurnstileCore
         #expect(keys.isSubset(of: delivered), "missing: \(keys.subtracting(delivered))")
     }
 
-    /// One server for the malformed-request cases.
-    nonisolated(unsafe) private static var sharedServer: RunningServer?
-    private static func shared() throws -> RunningServer {
-        if let server = sharedServer { return server }
-        let server = try RunningServer(config: try TemporaryConfig(extra: #","listen":"127.0.0.1:0""#))
-        sharedServer = server
-        return server
-    }
 }
 
 /// What the load test's clients were told, per worker.

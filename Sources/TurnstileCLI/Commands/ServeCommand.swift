@@ -33,11 +33,12 @@ struct ServeCommand: TurnstileCommand {
         let receiver = try Receiver.load(configPath: configPath)
         let config = receiver.config
         let (host, port) = try Self.listenAddress(config.listen, file: config.file)
-        let logger = Logger(handler: StandardErrorLogHandler())
+        let logHandler = StandardErrorLogHandler(buffered: true)
+        let logger = Logger(handler: logHandler)
         let metrics = PipelineMetrics()
         let state = ServeState()
         let committer = GroupCommitter(pipeline: receiver.pipeline)
-        let dispatcher = Dispatcher(store: receiver.store, registry: receiver.registry, settings: config.dispatch, logger: logger,
+        let dispatcher = Dispatcher(store: receiver.dispatchStore, registry: receiver.registry, settings: config.dispatch, logger: logger,
                                     observer: { _, handler, succeeded, seconds in
                                         metrics.recordHandlerRun(handler: handler, succeeded: succeeded, seconds: seconds)
                                     })
@@ -62,6 +63,7 @@ struct ServeCommand: TurnstileCommand {
         state.setConnectionCounter { server.openConnections }
         let shown = host.contains(":") ? "[\(host)]:\(server.port)" : "\(host):\(server.port)"
         logger.info("listening", ["address": shown, "store": config.store.description, "providers": receiver.ingest.providerNames.joined(separator: ",")])
+        logHandler.flush()
 
         let dispatching = Task { try await dispatcher.run(shouldStop: { state.dispatchStopped }) }
         let maintenance = Task {
@@ -93,6 +95,7 @@ struct ServeCommand: TurnstileCommand {
         _ = try? await dispatching.value
         _ = await maintenance.value
         logger.info("stopped", ["queue_depth": String((try? receiver.store.queueDepth()) ?? -1)])
+        logHandler.flush()
         return ExitStatus.success
     }
 

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Load figures for `turnstile serve`: wrk posting distinct signed 1 KB deliveries at 64 connections on
+# 127.0.0.1 with durable (synchronous=FULL) acknowledgement, then the same wrk run against nginx answering a
+# fixed 200 with one worker, in the same run. Then a 60-second run sampling the receiver's RSS.
+#
+#   bash Benchmarks/http-load.sh [SECONDS]        (default 15; needs wrk, nginx, python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-15}
+connections=64
+threads=2
+work=$(mktemp -d)
+trap 'kill $(cat "$work/serve.pid" 2>/dev/null) 2>/dev/null || true; [ -f "$work/nginx/nginx.pid" ] && kill -QUIT $(cat "$work/nginx/nginx.pid") 2>/dev/null || true; rm -rf "$work"' EXIT
+
+swift build -c release >/dev/null
+bin=.build/release/turnstile
+secret="load-test-secret-$(date +%s)"
+printf '%s' "$secret" > "$work/secret"
+cat > "$work/turnstile.json" <<JSON
+{"store":"sqlite:$work/turnstile.db","listen":"127.0.0.1:0","max_body_bytes":65536,
+ "providers":{"github":{"scheme":"github","secrets":["file:secret"]}},
+ "dispatch":{"batch_size":256},
+ "handlers":[{"name":"all","type":"jsonl","path":"$work/events.jsonl","events":["*"]}]}
+JSON
+
+echo "generating distinct signed deliveries..." >&2
+python3 - "$work/pool.tsv" "$secret" 400000 <<'PY'
+import hashlib, hmac, sys, uuid
+path, secret, count = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+with open(path, "w") as out:
+    for index in range(count):
+        head = '{"ref":"refs/heads/main","n":%d,"padding":"' % index
+        body = head + "x" * (1024 - len(head) - 2) + '"}'
+        signature = "sha256=" + hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+        out.write("%s\t%s\t%s\n" % (uuid.uuid4(), signature, body))
+PY
+
+start_serve() {
+    rm -f "$work"/turnstile.db* "$work/events.jsonl"
+    "$bin" serve --config "$work/turnstile.json" 2>"$work/serve.log" &
+    echo $! > "$work/serve.pid"
+    for _ in $(seq 100); do
+        port=$(grep -o '"address":"127.0.0.1:[0-9]*' "$work/serve.log" 2>/dev/null | grep -o '[0-9]*$' || true)
+        [ -n "$port" ] && return 0
+        sleep 0.05
+    done
+    echo "serve did not start" >&2; cat "$work/serve.log" >&2; exit 1
+}
+
+run_wrk() { # URL SECONDS
+    POOL="$work/pool.tsv" THREADS=$threads wrk -t$threads -c$connections -d"$2"s --latency -s Benchmarks/post-deliveries.lua "$1"
+}
+
+summarize() { # wrk output file, name
+    local rps p50 p99
+    rps=$(awk '/Requests\/sec/ {print $2}' "$1")
+    p50=$(awk '/^ +50%/ {print $2}' "$1")
+    p99=$(awk '/^ +99%/ {print $2}' "$1")
+    printf '%-34s %12s req/s   p50 %-9s p99 %s\n' "$2" "$rps" "$p50" "$p99"
+    echo "$rps"
+}
+
+start_serve
+run_wrk "http://127.0.0.1:$port" "$seconds" > "$work/turnstile.wrk"
+kill -TERM "$(cat "$work/serve.pid")"; wait "$(cat "$work/serve.pid")" 2>/dev/null || true
+status_codes=$(grep -c '"status":"200"' "$work/serve.log" || true)
+
+mkdir -p "$work/nginx"/{client_body,proxy,fastcgi,uwsgi,scgi}
+nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/client_body; proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        client_body_buffer_size 64k;
+        location / { return 200 '{"outcome":"accepted"}'; }
+    }
+}
+CONF
+nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon on; user root;'
+sleep 0.3
+run_wrk "http://127.0.0.1:$nginx_port" "$seconds" > "$work/nginx.wrk"
+kill -QUIT "$(cat "$work/nginx/nginx.pid")"; sleep 0.3
+
+echo
+echo "wrk -t$threads -c$connections -d${seconds}s --latency, distinct signed 1 KB POSTs, 127.0.0.1 ($(nproc) cores)"
+ours=$(summarize "$work/turnstile.wrk" "turnstile serve (durable 200s)" | tail -1)
+summarize "$work/turnstile.wrk" "turnstile serve (durable 200s)" | head -1
+theirs=$(summarize "$work/nginx.wrk" "nginx, fixed 200, 1 worker" | tail -1)
+summarize "$work/nginx.wrk" "nginx, fixed 200, 1 worker" | head -1
+python3 -c "print('turnstile / nginx: %.0f%%' % (100 * float('$ours') / float('$theirs')))"
+echo "durable 200s logged by the receiver: $status_codes"
+
+echo
+echo "60-second run, receiver RSS every 10 s (KiB):"
+start_serve
+pid=$(cat "$work/serve.pid")
+( for _ in 1 2 3 4 5 6 7; do ps -o rss= -p "$pid" | tr -d ' '; sleep 10; done ) > "$work/rss.txt" &
+sampler=$!
+run_wrk "http://127.0.0.1:$port" 60 > "$work/long.wrk"
+wait "$sampler"
+kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+summarize "$work/long.wrk" "turnstile serve, 60 s" | head -1
+tr '\n' ' ' < "$work/rss.txt"; echo
