@@ -12,7 +12,9 @@ import TurnstileCore
         let delivery = try signedGitHub(1, folder: config.folder)
         let client = try RawClient(port: server.port)
 
+        // Pipelined requests are handled concurrently; the repeat is sent once the first is answered.
         client.send(httpRequest(for: delivery))
+        #expect(client.responses(1).count == 1)
         client.send(httpRequest(for: delivery))
         var tampered = httpRequest(for: delivery)
         tampered = tampered.replacingOccurrences(of: #""n":1"#, with: #""n":2"#)
