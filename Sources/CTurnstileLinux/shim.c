@@ -66,27 +66,32 @@ int CTurnstileLinux_accept(int listener) {
     return fd;
 }
 
+/// Fills `storage` with the IPv6 or IPv4 literal `host` and `port`; returns the family, or -1 (errno EINVAL).
+static int CTurnstileLinux_address(const char *host, int port, struct sockaddr_storage *storage, socklen_t *length) {
+    memset(storage, 0, sizeof(*storage));
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)storage;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)storage;
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *length = sizeof(*v6);
+        return AF_INET6;
+    }
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *length = sizeof(*v4);
+        return AF_INET;
+    }
+    errno = EINVAL;
+    return -1;
+}
+
 int CTurnstileLinux_listen(const char *host, int port, int backlog, int *bound_port) {
     struct sockaddr_storage storage;
     socklen_t length;
-    memset(&storage, 0, sizeof(storage));
-    int family;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
-    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-        family = AF_INET6;
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
-        length = sizeof(*v6);
-    } else if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        family = AF_INET;
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
-        length = sizeof(*v4);
-    } else {
-        errno = EINVAL;
-        return -1;
-    }
+    int family = CTurnstileLinux_address(host, port, &storage, &length);
+    if (family < 0) return -1;
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int yes = 1;
@@ -110,18 +115,8 @@ int CTurnstileLinux_listen(const char *host, int port, int backlog, int *bound_p
 int CTurnstileLinux_connect(const char *host, int port) {
     struct sockaddr_storage storage;
     socklen_t length;
-    memset(&storage, 0, sizeof(storage));
-    int family;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
-    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-        family = AF_INET6; v6->sin6_family = AF_INET6; v6->sin6_port = htons((uint16_t)port); length = sizeof(*v6);
-    } else if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        family = AF_INET; v4->sin_family = AF_INET; v4->sin_port = htons((uint16_t)port); length = sizeof(*v4);
-    } else {
-        errno = EINVAL;
-        return -1;
-    }
+    int family = CTurnstileLinux_address(host, port, &storage, &length);
+    if (family < 0) return -1;
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int result;
