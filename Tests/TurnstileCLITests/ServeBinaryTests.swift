@@ -184,7 +184,9 @@ import TurnstileCore
                 }
             }
         }
-        while acknowledged.total < 40 { try await Task.sleep(nanoseconds: 5_000_000) }
+        let deadline = Date().addingTimeInterval(60)
+        while acknowledged.total < 40 && Date() < deadline { try await Task.sleep(nanoseconds: 5_000_000) }
+        #expect(acknowledged.total >= 40)
         let status = server.stop()
         await senders.value
         #expect(status == 0)
