@@ -208,7 +208,9 @@ public struct SchemeVerifier: SignatureScheme {
             case .hmac(let hmac):
                 guard !parsed.hmac.isEmpty else { continue }
                 if let entry = hmac.firstMatch(in: parsed.hmac, { message.feed(into: &$0, body: body) }) {
-                    return Match(secretIndex: index, signature: Array(parsed.hmac[entry * length..<(entry + 1) * length]))
+                    // A single entry is the whole array: hand it on without copying.
+                    let signature = parsed.hmac.count == length ? parsed.hmac : Array(parsed.hmac[entry * length..<(entry + 1) * length])
+                    return Match(secretIndex: index, signature: signature)
                 }
             case .ed25519(let publicKey, _):
                 for start in stride(from: 0, to: parsed.ed25519.count, by: 64) {
