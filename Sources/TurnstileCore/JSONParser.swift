@@ -55,15 +55,6 @@ public enum JSONField: Sendable, Hashable {
         if case .string(let text) = self { return text }
         return nil
     }
-
-    /// The text of a string or number field, which is how ids are kept (as strings).
-    public var scalarText: String? {
-        switch self {
-        case .string(let text), .number(let text): text
-        case .bool(let value): value ? "true" : "false"
-        default: nil
-        }
-    }
 }
 
 /// Reads chosen members of a JSON object straight from the raw bytes, skipping everything else.
