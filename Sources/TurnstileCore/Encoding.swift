@@ -38,14 +38,15 @@ public enum Hex {
         return out
     }
 
+    /// Plain comparisons rather than range patterns: this runs for every signature byte, and range
+    /// patterns can compile to generic `contains` calls.
     @inline(__always)
     static func value(of character: UInt8) -> UInt8? {
-        switch character {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): character - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): character - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): character - UInt8(ascii: "A") + 10
-        default: nil
-        }
+        let digit = character &- UInt8(ascii: "0")
+        if digit < 10 { return digit }
+        let letter = (character | 0x20) &- UInt8(ascii: "a")
+        if letter < 6 { return letter + 10 }
+        return nil
     }
 }
 
@@ -100,54 +101,45 @@ public enum Base64 {
         if input[input.count - 1] == UInt8(ascii: "=") { padding += 1 }
         if input[input.count - 2] == UInt8(ascii: "=") { padding += 1 }
         let count = input.count / 4 * 3 - padding
-        var failure: EncodingError? = nil
-        let out = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
-            var index = 0
-            var written = 0
-            while index < input.count {
-                let isLast = index + 4 == input.count
-                var chunk: UInt32 = 0
-                for offset in 0..<4 {
-                    if isLast && offset >= 4 - padding {
-                        chunk <<= 6
-                        continue
-                    }
-                    guard let value = sextet(input[index + offset]) else {
-                        failure = EncodingError("base64 has a character outside its alphabet")
-                        initialized = 0
-                        return
-                    }
-                    chunk = chunk << 6 | UInt32(value)
+        var out = [UInt8](repeating: 0, count: count)
+        var index = 0
+        var written = 0
+        while index < input.count {
+            let isLast = index + 4 == input.count
+            var chunk: UInt32 = 0
+            for offset in 0..<4 {
+                if isLast && offset >= 4 - padding {
+                    chunk <<= 6
+                    continue
                 }
-                buffer[written] = UInt8(truncatingIfNeeded: chunk >> 16)
-                written += 1
-                if !(isLast && padding == 2) { buffer[written] = UInt8(truncatingIfNeeded: chunk >> 8); written += 1 }
-                if !(isLast && padding >= 1) { buffer[written] = UInt8(truncatingIfNeeded: chunk); written += 1 }
-                if isLast {
-                    let unused: UInt32 = padding == 2 ? chunk & 0xffff : padding == 1 ? chunk & 0xff : 0
-                    if unused != 0 {
-                        failure = EncodingError("base64 has non-zero padding bits")
-                        initialized = 0
-                        return
-                    }
+                guard let value = sextet(input[index + offset]) else {
+                    throw EncodingError("base64 has a character outside its alphabet")
                 }
-                index += 4
+                chunk = chunk << 6 | UInt32(value)
             }
-            initialized = written
+            out[written] = UInt8(truncatingIfNeeded: chunk >> 16)
+            written += 1
+            if !(isLast && padding == 2) { out[written] = UInt8(truncatingIfNeeded: chunk >> 8); written += 1 }
+            if !(isLast && padding >= 1) { out[written] = UInt8(truncatingIfNeeded: chunk); written += 1 }
+            if isLast {
+                let unused: UInt32 = padding == 2 ? chunk & 0xffff : padding == 1 ? chunk & 0xff : 0
+                guard unused == 0 else { throw EncodingError("base64 has non-zero padding bits") }
+            }
+            index += 4
         }
-        if let failure { throw failure }
         return out
     }
 
     @inline(__always)
     private static func sextet(_ character: UInt8) -> UInt8? {
-        switch character {
-        case UInt8(ascii: "A")...UInt8(ascii: "Z"): character - UInt8(ascii: "A")
-        case UInt8(ascii: "a")...UInt8(ascii: "z"): character - UInt8(ascii: "a") + 26
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): character - UInt8(ascii: "0") + 52
-        case UInt8(ascii: "+"): 62
-        case UInt8(ascii: "/"): 63
-        default: nil
-        }
+        let upper = character &- UInt8(ascii: "A")
+        if upper < 26 { return upper }
+        let lower = character &- UInt8(ascii: "a")
+        if lower < 26 { return lower + 26 }
+        let digit = character &- UInt8(ascii: "0")
+        if digit < 10 { return digit + 52 }
+        if character == UInt8(ascii: "+") { return 62 }
+        if character == UInt8(ascii: "/") { return 63 }
+        return nil
     }
 }

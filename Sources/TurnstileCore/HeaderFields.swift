@@ -5,6 +5,13 @@ public struct HeaderFields: Sendable, Hashable, Sequence {
         public let value: String
         /// `name` lower-cased (ASCII), for look-ups.
         public let canonicalName: String
+
+        /// True when this field's lower-cased name is `canonical`. Lengths are compared first: that settles
+        /// most mismatches without comparing text, and this runs several times for every delivery.
+        @inline(__always)
+        public func isNamed(_ canonical: String) -> Bool {
+            canonicalName.utf8.count == canonical.utf8.count && canonicalName == canonical
+        }
     }
 
     public private(set) var fields: [Field] = []
@@ -22,24 +29,24 @@ public struct HeaderFields: Sendable, Hashable, Sequence {
     /// The first value of the header `name` (any case), or nil.
     public subscript(name: String) -> String? {
         let wanted = HeaderFields.canonical(name)
-        return fields.first { $0.canonicalName == wanted }?.value
+        return fields.first { $0.isNamed(wanted) }?.value
     }
 
     /// The first value of the header whose lower-cased name is `canonicalName` (no case folding is done).
     public func value(canonicalName: String) -> String? {
-        for field in fields where field.canonicalName == canonicalName { return field.value }
+        for field in fields where field.isNamed(canonicalName) { return field.value }
         return nil
     }
 
     /// The name as the sender spelled it, for the header whose lower-cased name is `canonicalName`.
     public func spelling(canonicalName: String) -> String? {
-        fields.first { $0.canonicalName == canonicalName }?.name
+        fields.first { $0.isNamed(canonicalName) }?.name
     }
 
     /// Every value of the header `name` (any case), in order.
     public func values(_ name: String) -> [String] {
         let wanted = HeaderFields.canonical(name)
-        return fields.filter { $0.canonicalName == wanted }.map(\.value)
+        return fields.filter { $0.isNamed(wanted) }.map(\.value)
     }
 
     public func makeIterator() -> IndexingIterator<[Field]> { fields.makeIterator() }

@@ -253,6 +253,18 @@ struct JSONCursor {
         }
     }
 
+    /// `slice` as text when it is valid UTF-8. ASCII, the common case, skips the (generic, slower) validating
+    /// initialiser.
+    static func validatedText(_ slice: UnsafeRawBufferPointer) -> String? {
+        var ascii = true
+        for byte in slice where byte >= 0x80 {
+            ascii = false
+            break
+        }
+        if ascii { return String(decoding: slice, as: UTF8.self) }
+        return String(validating: slice, as: UTF8.self)
+    }
+
     /// Reads a string token (cursor on the opening quote) and returns its decoded text.
     mutating func parseString() throws(JSONError) -> String {
         let start = position
@@ -264,7 +276,7 @@ struct JSONCursor {
             if byte == UInt8(ascii: "\"") {
                 let slice = UnsafeRawBufferPointer(rebasing: bytes[contentStart..<position])
                 position += 1
-                guard let text = String(validating: slice, as: UTF8.self) else {
+                guard let text = Self.validatedText(slice) else {
                     throw JSONError(offset: start, message: "string is not valid UTF-8")
                 }
                 return text
@@ -388,10 +400,9 @@ struct JSONCursor {
         if scan < end, bytes[scan] == UInt8(ascii: "\"") {
             let key = UnsafeRawBufferPointer(rebasing: bytes[contentStart..<scan])
             position = scan + 1
-            for (index, name) in names.enumerated() where name.utf8.count == key.count {
-                let equal = name.utf8.withContiguousStorageIfAvailable { stored in
-                    key.count == 0 || memcmp(stored.baseAddress!, key.baseAddress!, key.count) == 0
-                } ?? name.utf8.elementsEqual(key)
+            for index in names.indices where names[index].utf8.count == key.count {
+                var name = names[index]
+                let equal = name.withUTF8 { stored in key.count == 0 || memcmp(stored.baseAddress!, key.baseAddress!, key.count) == 0 }
                 if equal { return index }
             }
             return nil

@@ -91,7 +91,7 @@ public struct SchemeVerifier: SignatureScheme {
 
     private func verify(headers: HeaderFields, raw: UnsafeRawBufferPointer, now: Instant) throws(Rejection) -> VerifiedDelivery {
         // 1. The signature header, under any of the scheme's spellings.
-        guard let (set, headerValue) = findSignatureHeader(headers) else {
+        guard let (set, headerValue, headerSpelling) = findSignatureHeader(headers) else {
             let names = spec.headerSets.map(\.signature).joined(separator: ", ")
             throw Rejection(.missingSignature, "no \(names) header")
         }
@@ -182,15 +182,17 @@ public struct SchemeVerifier: SignatureScheme {
             }
         }
         return VerifiedDelivery(
-            provider: provider, kind: kind, eventType: provider + "." + (kind ?? "event"),
+            provider: provider, kind: kind,
             eventKey: eventKey, orderingKey: orderingKey ?? eventKey, signedAt: signedAt, secretIndex: match.secretIndex,
-            signature: match.signature, signatureHeader: headers.spelling(canonicalName: set.signature) ?? set.spelled.signature,
+            signature: match.signature, signatureHeader: headerSpelling,
             usedStringifyFallback: usedFallback)
     }
 
-    private func findSignatureHeader(_ headers: HeaderFields) -> (CanonicalHeaderSet, String)? {
+    /// The first of the scheme's header sets whose signature header is present, with that header's value and
+    /// its name as the sender spelled it.
+    private func findSignatureHeader(_ headers: HeaderFields) -> (CanonicalHeaderSet, value: String, spelling: String)? {
         for set in headerSets {
-            if let value = headers.value(canonicalName: set.signature) { return (set, value) }
+            for field in headers.fields where field.isNamed(set.signature) { return (set, field.value, field.name) }
         }
         return nil
     }
@@ -238,8 +240,9 @@ public struct SchemeVerifier: SignatureScheme {
     }
 }
 
-/// A ``HeaderSet`` with its names lower-cased once, for look-ups without case folding.
-struct CanonicalHeaderSet: Sendable {
+/// A ``HeaderSet`` with its names lower-cased once, for look-ups without case folding. A class, so that
+/// handing it around per delivery costs one reference count rather than one per name.
+final class CanonicalHeaderSet: Sendable {
     let spelled: HeaderSet
     let signature: String
     let id: String?

@@ -134,8 +134,9 @@ struct ParsedSignature {
     }
 }
 
-/// A scheme's signature syntax with its names as bytes, prepared once per verifier.
-struct SignatureSyntax: Sendable {
+/// A scheme's signature syntax with its names as bytes, prepared once per verifier (a class: passed per
+/// delivery for one reference count).
+final class SignatureSyntax: Sendable {
     let format: SignatureFormat
     let encoding: SignatureEncoding
     let macLength: Int
@@ -158,8 +159,15 @@ struct SignatureSyntax: Sendable {
 
 /// Unix seconds as providers write them: 1 to 12 ASCII digits.
 func parseUnixSeconds(_ text: String) -> Int64? {
-    guard (1...12).contains(text.utf8.count), text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
-    return Int64(text)
+    let utf8 = text.utf8
+    guard utf8.count >= 1, utf8.count <= 12 else { return nil }
+    var seconds: Int64 = 0
+    for byte in utf8 {
+        let digit = byte &- UInt8(ascii: "0")
+        guard digit < 10 else { return nil }
+        seconds = seconds * 10 + Int64(digit)
+    }
+    return seconds
 }
 
 extension String {

@@ -6,8 +6,9 @@ public struct VerifiedDelivery: Sendable, Hashable {
     public var provider: String
     /// The event kind (`post_call`, `generation`, `customer.created`, …), or nil when the scheme has none.
     public var kind: String?
-    /// `<provider>.<kind>`, or `<provider>.event` without a kind.
-    public var eventType: String
+    /// `<provider>.<kind>`, or `<provider>.event` without a kind. Computed when asked: verification itself
+    /// does not need the joined string.
+    public var eventType: String { provider + "." + (kind ?? "event") }
     /// The event identity (the dedup key within the provider), e.g. `generation:6f1c…:COMPLETED`.
     public var eventKey: String
     /// Events with the same ordering key are dispatched in order, one at a time (Sync: one job's states).
