@@ -69,6 +69,12 @@ final class SQLiteConnection {
                     message: String(cString: sqlite3_errmsg(handle)), sql: sql)
     }
 
+    /// How long a write waits for another connection's lock before failing with SQLITE_BUSY: short sleeps
+    /// first, then 1 ms ones (see `CSQLite_busy_wait`).
+    func setBusyTimeout(milliseconds: Int) {
+        _ = CSQLite_set_busy_wait(handle, milliseconds)
+    }
+
     /// Runs SQL that returns no rows (several statements allowed).
     func execute(_ sql: String) throws(SQLiteError) {
         let status = sqlite3_exec(handle, sql, nil, nil, nil)
@@ -99,13 +105,13 @@ final class SQLiteConnection {
     /// Runs `body` in a transaction (IMMEDIATE, so the write lock is taken up front); commits when it
     /// returns and rolls back when it throws, rethrowing the first error.
     func transaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN IMMEDIATE")
+        try prepare("BEGIN IMMEDIATE").run()
         do {
             let value = try body()
-            try execute("COMMIT")
+            try prepare("COMMIT").run()
             return value
         } catch {
-            try? execute("ROLLBACK")
+            try? prepare("ROLLBACK").run()
             throw error
         }
     }

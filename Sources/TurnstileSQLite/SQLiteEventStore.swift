@@ -33,22 +33,24 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     }
 
     /// The schema version this code writes; older stores are migrated at open.
-    public static let schemaVersion = 2
+    public static let schemaVersion = 3
     /// The SQLite library in use.
     public static var libraryVersion: String { SQLiteConnection.libraryVersion }
 
     public let path: String
     private let lock = Mutex<Void>(())
     private let connection: SQLiteConnection
+    private let checkpointer: Checkpointer?
 
     /// Opens (creating if needed) the store at `path` (`:memory:` for a private in-memory store),
     /// checks the library, sets WAL and the pragmas and checks that they took effect, and migrates.
     public init(path: String, options: Options = Options()) throws(StoreError) {
         let opened: SQLiteConnection
+        var checkpointer: Checkpointer? = nil
         do throws(SQLiteError) {
             try SQLiteConnection.checkLibrary()
             opened = try SQLiteConnection(path: path)
-            try opened.execute("PRAGMA busy_timeout = \(options.busyTimeoutMilliseconds)")
+            opened.setBusyTimeout(milliseconds: options.busyTimeoutMilliseconds)
             if path != ":memory:" {
                 let mode = try opened.scalarText("PRAGMA journal_mode = WAL")
                 guard mode?.lowercased() == "wal" else {
@@ -64,11 +66,22 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             try opened.execute("PRAGMA foreign_keys = ON")
             try opened.execute("PRAGMA cache_size = -32768")
             try Self.migrate(opened)
+            if path != ":memory:" {
+                // Checkpoints run on a thread of their own (``Checkpointer``), not inside a writer's commit.
+                try opened.execute("PRAGMA wal_autocheckpoint = 0")
+                checkpointer = try Checkpointer(path: path, synchronous: options.synchronous.rawValue.uppercased(),
+                                                busyTimeoutMilliseconds: options.busyTimeoutMilliseconds)
+            }
         } catch {
             throw StoreError(.unavailable, "cannot open the SQLite store \(path): \(error)")
         }
         self.path = path
         self.connection = opened
+        self.checkpointer = checkpointer
+    }
+
+    deinit {
+        checkpointer?.stop()
     }
 
     // MARK: Schema
@@ -137,6 +150,14 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             created_at REAL NOT NULL,
             PRIMARY KEY (provider, event_key)
         ) WITHOUT ROWID;
+        """,
+        // Version 3: events without an ordering constraint (their ordering key is their own identity) store
+        // an empty ordering key and stay out of the ordering index, which random keys would make costly.
+        """
+        DROP INDEX events_order;
+        UPDATE events SET ordering_key = '' WHERE ordering_key = event_key AND reprocess = 0;
+        UPDATE dead_letters SET ordering_key = '' WHERE ordering_key = event_key AND reprocess = 0;
+        CREATE INDEX events_order ON events (ordering_key, id) WHERE ordering_key <> '';
         """,
     ]
 
@@ -216,7 +237,10 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         // The body is written once: a queued event points at its archive row when it has one.
-        try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(admission.orderingKey),
+        // An event ordered only after itself needs no ordering; a re-processed copy keeps its key, so that it
+        // waits for the original.
+        let orderingKey = admission.orderingKey == admission.eventKey && !admission.reprocess ? "" : admission.orderingKey
+        try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(orderingKey),
                         archiveID == nil ? .blob(admission.delivery.body) : .null, .real(now), .integer(admission.reprocess ? 1 : 0),
                         .real(0), archiveID.map(SQLiteValue.integer) ?? .null).run()
         let id = db.lastInsertRowID
@@ -235,7 +259,8 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                     SELECT e.id, e.provider, e.event_type, e.event_key, COALESCE(e.payload, a.body), e.received_at, e.attempts, e.reprocess
                     FROM events e LEFT JOIN archive a ON a.id = e.archive_id
                     WHERE e.available_at <= ?1 AND (e.lease_until IS NULL OR e.lease_until < ?1)
-                      AND NOT EXISTS (SELECT 1 FROM events p WHERE p.ordering_key = e.ordering_key AND p.id < e.id)
+                      AND (e.ordering_key = ''
+                           OR NOT EXISTS (SELECT 1 FROM events p WHERE p.ordering_key <> '' AND p.ordering_key = e.ordering_key AND p.id < e.id))
                     ORDER BY e.id LIMIT ?2
                     """)
                 try select.bind(.real(now.secondsSince1970), .integer(Int64(limit)))
