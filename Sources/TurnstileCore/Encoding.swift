@@ -130,16 +130,21 @@ public enum Base64 {
         return out
     }
 
+    /// The value of each base64 character, 0xff for the others.
+    private static let sextets: [UInt8] = (0..<256).map { code -> UInt8 in
+        switch UInt8(code) {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"): UInt8(code) - UInt8(ascii: "A")
+        case UInt8(ascii: "a")...UInt8(ascii: "z"): UInt8(code) - UInt8(ascii: "a") + 26
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt8(code) - UInt8(ascii: "0") + 52
+        case UInt8(ascii: "+"): 62
+        case UInt8(ascii: "/"): 63
+        default: 0xff
+        }
+    }
+
     @inline(__always)
     private static func sextet(_ character: UInt8) -> UInt8? {
-        let upper = character &- UInt8(ascii: "A")
-        if upper < 26 { return upper }
-        let lower = character &- UInt8(ascii: "a")
-        if lower < 26 { return lower + 26 }
-        let digit = character &- UInt8(ascii: "0")
-        if digit < 10 { return digit + 52 }
-        if character == UInt8(ascii: "+") { return 62 }
-        if character == UInt8(ascii: "/") { return 63 }
-        return nil
+        let value = sextets[Int(character)]
+        return value == 0xff ? nil : value
     }
 }

@@ -97,11 +97,20 @@ public enum JSONScanner {
     public static func locateSpans(
         _ names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil, stopWhenAllFound: Bool = false
     ) throws(JSONError) -> [Int] {
+        let spans = try spans(of: names, in: raw, object: range, stopWhenAllFound: stopWhenAllFound)
+        return (0..<names.count).flatMap { [spans.start(of: $0), spans.end(of: $0)] }
+    }
+
+    /// As ``locateSpans(_:in:object:stopWhenAllFound:)``, into a ``JSONSpans`` that holds a few names without
+    /// allocating: this runs on every delivery.
+    public static func spans(
+        of names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil, stopWhenAllFound: Bool = false
+    ) throws(JSONError) -> JSONSpans {
         var cursor = JSONCursor(raw, range: range)
         cursor.skipWhitespace()
         guard cursor.peek() == UInt8(ascii: "{") else { throw cursor.error("expected a JSON object") }
         cursor.advance()
-        var found = [Int](repeating: -1, count: 2 * names.count)
+        var found = JSONSpans(count: names.count)
         var missing = names.count
         cursor.skipWhitespace()
         if cursor.peek() == UInt8(ascii: "}") { return found }
@@ -115,11 +124,10 @@ public enum JSONScanner {
             let valueStart = cursor.position
             try cursor.skipValue(depth: 0)
             if let match {
-                guard found[2 * match] < 0 else {
+                guard found.start(of: match) < 0 else {
                     throw JSONError(offset: keyStart, message: "key \"\(names[match])\" appears more than once")
                 }
-                found[2 * match] = valueStart
-                found[2 * match + 1] = cursor.position
+                found.set(match, start: valueStart, end: cursor.position)
                 missing -= 1
                 if stopWhenAllFound && missing == 0 { return found }
             }
@@ -489,5 +497,42 @@ struct JSONCursor {
             from = quote + 1
         }
         throw JSONError(offset: start, message: "unterminated string")
+    }
+}
+
+/// Where each of several names' values starts and ends in a JSON text (-1 for an absent name). Up to four
+/// names are held inline, so reading a few fields of a body allocates nothing.
+public struct JSONSpans: Sendable {
+    public let count: Int
+    private var inline: (Int, Int, Int, Int, Int, Int, Int, Int) = (-1, -1, -1, -1, -1, -1, -1, -1)
+    private var spill: [Int]
+
+    init(count: Int) {
+        self.count = count
+        spill = count > 4 ? [Int](repeating: -1, count: 2 * count) : []
+    }
+
+    /// Where the value of name `index` starts, or -1.
+    public func start(of index: Int) -> Int { value(2 * index) }
+    /// Where the value of name `index` ends (exclusive), or -1.
+    public func end(of index: Int) -> Int { value(2 * index + 1) }
+
+    private func value(_ slot: Int) -> Int {
+        precondition(slot >= 0 && slot < 2 * count, "JSONSpans index out of range")
+        if count > 4 { return spill[slot] }
+        return withUnsafeBytes(of: inline) { $0.load(fromByteOffset: slot * MemoryLayout<Int>.stride, as: Int.self) }
+    }
+
+    mutating func set(_ index: Int, start: Int, end: Int) {
+        precondition(index >= 0 && index < count, "JSONSpans index out of range")
+        if count > 4 {
+            spill[2 * index] = start
+            spill[2 * index + 1] = end
+            return
+        }
+        withUnsafeMutableBytes(of: &inline) { raw in
+            raw.storeBytes(of: start, toByteOffset: 2 * index * MemoryLayout<Int>.stride, as: Int.self)
+            raw.storeBytes(of: end, toByteOffset: (2 * index + 1) * MemoryLayout<Int>.stride, as: Int.self)
+        }
     }
 }

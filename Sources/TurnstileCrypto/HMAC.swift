@@ -23,10 +23,11 @@ public enum HMACAlgorithm: String, Sendable, CaseIterable {
     }
 }
 
-/// An HMAC key prepared once: libcrypto's keyed context is built at init and reused for every
-/// message, so a verification costs the message's hashing and not the key schedule.
+/// An HMAC key prepared once: the key's padded blocks are absorbed into two digest states at init, and every
+/// message starts from copies of them, so a verification costs the message's hashing and not the key schedule
+/// (nor libcrypto's per-message `EVP_MAC` re-initialisation).
 ///
-/// Safe to share between tasks: each computation borrows a context from a small pool guarded by a
+/// Safe to share between tasks: each computation borrows a private state from a small pool guarded by a
 /// `Mutex`, and returns it afterwards. `description` never shows key bytes.
 ///
 /// ```swift
@@ -38,25 +39,24 @@ public enum HMACAlgorithm: String, Sendable, CaseIterable {
 /// ```
 public final class HMACKey: Sendable, CustomStringConvertible {
     public let algorithm: HMACAlgorithm
-    private let pool: Mutex<ContextPool>
+    private let pool: Mutex<StatePool>
 
     /// - Throws: `CryptoError.Code.invalidKey` for an empty key.
     public init(algorithm: HMACAlgorithm, key: [UInt8]) throws(CryptoError) {
         guard !key.isEmpty else { throw CryptoError(.invalidKey, "an HMAC key must not be empty") }
-        let context = key.withUnsafeBytes { raw in
-            CCrypto_hmac_context_new(algorithm.digestName, raw.baseAddress, raw.count)
-        }
-        guard let context else {
-            throw CryptoError(.libraryFailure, "libcrypto could not create an HMAC-\(algorithm.digestName) context")
+        let state = key.withUnsafeBytes { raw in CCrypto_hmac_new(algorithm.digestName, raw.baseAddress, raw.count) }
+        guard let state, Int(CCrypto_hmac_size(state)) == algorithm.outputByteCount else {
+            CCrypto_hmac_free(state)
+            throw CryptoError(.libraryFailure, "libcrypto could not prepare HMAC-\(algorithm.digestName)")
         }
         self.algorithm = algorithm
-        self.pool = Mutex(ContextPool(template: ContextHandle(pointer: context)))
+        self.pool = Mutex(StatePool(template: StateHandle(pointer: state)))
     }
 
     deinit {
         pool.withLock { pool in
-            for handle in pool.idle { EVP_MAC_CTX_free(handle.pointer) }
-            EVP_MAC_CTX_free(pool.template.pointer)
+            for handle in pool.idle { CCrypto_hmac_free(handle.pointer) }
+            CCrypto_hmac_free(pool.template.pointer)
             pool.idle.removeAll()
         }
     }
@@ -67,15 +67,11 @@ public final class HMACKey: Sendable, CustomStringConvertible {
     public func authenticationCode(_ feed: (inout HMACStream) -> Void) -> [UInt8] {
         let handle = checkOut()
         defer { checkIn(handle) }
-        var stream = HMACStream(context: handle.pointer)
+        var stream = HMACStream(state: handle.pointer)
         feed(&stream)
         var out = [UInt8](repeating: 0, count: algorithm.outputByteCount)
-        var written = 0
-        let ok = out.withUnsafeMutableBytes { raw in
-            EVP_MAC_final(handle.pointer, raw.baseAddress?.assumingMemoryBound(to: UInt8.self), &written, raw.count)
-        }
-        precondition(ok == 1 && written == algorithm.outputByteCount && stream.failed == false,
-                     "EVP_MAC_final failed on a valid context")
+        let ok = out.withUnsafeMutableBufferPointer { CCrypto_hmac_finish(handle.pointer, $0.baseAddress) }
+        precondition(ok == 1 && stream.failed == false, "HMAC failed on a prepared state")
         return out
     }
 
@@ -87,12 +83,11 @@ public final class HMACKey: Sendable, CustomStringConvertible {
         guard !candidates.isEmpty, candidates.count % length == 0 else { return nil }
         let handle = checkOut()
         defer { checkIn(handle) }
-        var stream = HMACStream(context: handle.pointer)
+        var stream = HMACStream(state: handle.pointer)
         feed(&stream)
         return withUnsafeTemporaryAllocation(byteCount: length, alignment: 8) { code -> Int? in
-            var written = 0
-            let ok = EVP_MAC_final(handle.pointer, code.baseAddress?.assumingMemoryBound(to: UInt8.self), &written, length)
-            precondition(ok == 1 && written == length && stream.failed == false, "EVP_MAC_final failed on a valid context")
+            let ok = CCrypto_hmac_finish(handle.pointer, code.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            precondition(ok == 1 && stream.failed == false, "HMAC failed on a prepared state")
             return candidates.withUnsafeBytes { all -> Int? in
                 for index in 0..<(all.count / length) {
                     let candidate = UnsafeRawBufferPointer(rebasing: all[(index * length)..<((index + 1) * length)])
@@ -113,25 +108,22 @@ public final class HMACKey: Sendable, CustomStringConvertible {
         ConstantTime.equals(authenticationCode(feed), code)
     }
 
-    private func checkOut() -> ContextHandle {
-        let handle = pool.withLock { pool -> ContextHandle? in
+    private func checkOut() -> StateHandle {
+        let handle = pool.withLock { pool -> StateHandle? in
             if let idle = pool.idle.popLast() { return idle }
-            guard let copy = EVP_MAC_CTX_dup(pool.template.pointer) else { return nil }
-            return ContextHandle(pointer: copy)
+            return CCrypto_hmac_dup(pool.template.pointer).map(StateHandle.init)
         }
-        guard let handle else { preconditionFailure("EVP_MAC_CTX_dup failed: out of memory") }
-        // Re-initialise with the key already set on the context.
-        let ok = EVP_MAC_init(handle.pointer, nil, 0, nil)
-        precondition(ok == 1, "EVP_MAC_init failed on a keyed context")
+        guard let handle else { preconditionFailure("copying an HMAC state failed: out of memory") }
+        precondition(CCrypto_hmac_begin(handle.pointer) == 1, "starting an HMAC message failed on a prepared state")
         return handle
     }
 
-    private func checkIn(_ handle: ContextHandle) {
+    private func checkIn(_ handle: StateHandle) {
         pool.withLock { pool in
-            if pool.idle.count < ContextPool.maximumIdle {
+            if pool.idle.count < StatePool.maximumIdle {
                 pool.idle.append(handle)
             } else {
-                EVP_MAC_CTX_free(handle.pointer)
+                CCrypto_hmac_free(handle.pointer)
             }
         }
     }
@@ -139,15 +131,15 @@ public final class HMACKey: Sendable, CustomStringConvertible {
 
 /// Feeds message bytes into an HMAC computation. Only lives inside ``HMACKey/authenticationCode(_:)``.
 public struct HMACStream: ~Copyable {
-    fileprivate let context: OpaquePointer
+    fileprivate let state: UnsafeMutablePointer<CCrypto_hmac>
     fileprivate var failed = false
 
-    fileprivate init(context: OpaquePointer) { self.context = context }
+    fileprivate init(state: UnsafeMutablePointer<CCrypto_hmac>) { self.state = state }
 
     /// Appends raw bytes to the message.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0 else { return }
-        if EVP_MAC_update(context, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count) != 1 {
+        if CCrypto_hmac_update(state, bytes.baseAddress, bytes.count) != 1 {
             failed = true
         }
     }
@@ -164,15 +156,15 @@ public struct HMACStream: ~Copyable {
     }
 }
 
-/// A libcrypto context pointer. `@unchecked Sendable` is safe because a handle is only ever used by
-/// one thread at a time: it is either idle inside the `Mutex`-guarded pool or checked out by exactly
-/// one computation.
-private struct ContextHandle: @unchecked Sendable {
-    let pointer: OpaquePointer
+/// A prepared HMAC state. `@unchecked Sendable` is safe because a handle is only ever used by one thread at a
+/// time: it is either idle inside the `Mutex`-guarded pool or checked out by exactly one computation (the
+/// template is only read, under the pool's lock, to make copies).
+private struct StateHandle: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<CCrypto_hmac>
 }
 
-private struct ContextPool {
+private struct StatePool {
     static let maximumIdle = 64
-    let template: ContextHandle
-    var idle: [ContextHandle] = []
+    let template: StateHandle
+    var idle: [StateHandle] = []
 }

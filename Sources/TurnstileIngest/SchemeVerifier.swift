@@ -294,18 +294,23 @@ struct SignedMessage {
         case .timestampDotBody, .idDotTimestampDotBody:
             // The short prefix goes in as one update from a stack buffer: each update call has a fixed
             // cost in libcrypto, and joining strings would allocate.
-            let idBytes = content == .idDotTimestampDotBody ? (id ?? "").utf8.count + 1 : 0
-            let timestampBytes = (timestamp ?? "").utf8.count
-            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: idBytes + timestampBytes + 1) { buffer in
+            var id = content == .idDotTimestampDotBody ? self.id ?? "" : ""
+            var timestamp = self.timestamp ?? ""
+            let idBytes = content == .idDotTimestampDotBody ? id.utf8.count + 1 : 0
+            let timestampBytes = timestamp.utf8.count
+            withUnsafeTemporaryAllocation(byteCount: idBytes + timestampBytes + 1, alignment: 1) { buffer in
                 var position = 0
                 if content == .idDotTimestampDotBody {
-                    for byte in (id ?? "").utf8 { buffer[position] = byte; position += 1 }
-                    buffer[position] = 0x2e
-                    position += 1
+                    id.withUTF8 { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    buffer[idBytes - 1] = 0x2e
+                    position = idBytes
                 }
-                for byte in (timestamp ?? "").utf8 { buffer[position] = byte; position += 1 }
+                timestamp.withUTF8 { text in
+                    if text.count > 0 { (buffer.baseAddress! + position).copyMemory(from: text.baseAddress!, byteCount: text.count) }
+                }
+                position += timestampBytes
                 buffer[position] = 0x2e
-                stream.update(UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[0..<position + 1]))
+                stream.update(UnsafeRawBufferPointer(rebasing: buffer[0..<position + 1]))
             }
             stream.update(body)
         case .jsonString:
@@ -331,7 +336,7 @@ struct BodyView {
     /// reads the whole object and refuses a repeated key (an unsigned body could smuggle a second value).
     let bodyIsSigned: Bool
     /// Where each top-level key's value starts and ends (-1: absent), once scanned.
-    private var top: [Int]? = nil
+    private var top: JSONSpans? = nil
     private var topError: JSONError? = nil
 
     init(raw: UnsafeRawBufferPointer, topLevelKeys: [String], bodyIsSigned: Bool) {
@@ -345,18 +350,18 @@ struct BodyView {
         guard let index = topLevelKeys.firstIndex(of: first) else { return try JSONScanner.field(at: path, in: raw) }
         if let topError { throw topError }
         if top == nil {
-            do { top = try JSONScanner.locateSpans(topLevelKeys, in: raw, stopWhenAllFound: bodyIsSigned) } catch {
+            do { top = try JSONScanner.spans(of: topLevelKeys, in: raw, stopWhenAllFound: bodyIsSigned) } catch {
                 topError = error
                 throw error
             }
         }
-        let start = top![2 * index]
+        let start = top!.start(of: index)
         guard start >= 0 else { return nil }
-        var current: JSONField? = try JSONScanner.field(from: start, to: top![2 * index + 1], in: raw)
+        var current: JSONField? = try JSONScanner.field(from: start, to: top!.end(of: index), in: raw)
         for key in path.dropFirst() {
             guard case .object(let range) = current else { return nil }
-            let inner = try JSONScanner.locateSpans([key], in: raw, object: range)
-            current = inner[0] < 0 ? nil : try JSONScanner.field(from: inner[0], to: inner[1], in: raw)
+            let inner = try JSONScanner.spans(of: [key], in: raw, object: range)
+            current = inner.start(of: 0) < 0 ? nil : try JSONScanner.field(from: inner.start(of: 0), to: inner.end(of: 0), in: raw)
         }
         return current
     }

@@ -159,24 +159,28 @@ final class SignatureSyntax: Sendable {
 
 /// Unix seconds as providers write them: 1 to 12 ASCII digits.
 func parseUnixSeconds(_ text: String) -> Int64? {
-    let utf8 = text.utf8
-    guard utf8.count >= 1, utf8.count <= 12 else { return nil }
-    var seconds: Int64 = 0
-    for byte in utf8 {
-        let digit = byte &- UInt8(ascii: "0")
-        guard digit < 10 else { return nil }
-        seconds = seconds * 10 + Int64(digit)
+    var text = text
+    return text.withUTF8 { utf8 -> Int64? in
+        guard utf8.count >= 1, utf8.count <= 12 else { return nil }
+        var seconds: Int64 = 0
+        for byte in utf8 {
+            let digit = byte &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            seconds = seconds * 10 + Int64(digit)
+        }
+        return seconds
     }
-    return seconds
 }
 
 extension String {
     /// Without leading and trailing spaces and tabs (HTTP's optional white space); `self` when there are none.
     func trimmedOWS() -> String {
-        let utf8 = self.utf8
-        if let first = utf8.first, let last = utf8.last, first != 0x20, first != 0x09, last != 0x20, last != 0x09 {
-            return self
+        var copy = self
+        let untouched = copy.withUTF8 { utf8 in
+            guard let first = utf8.first, let last = utf8.last else { return false }
+            return first != 0x20 && first != 0x09 && last != 0x20 && last != 0x09
         }
+        if untouched { return self }
         var slice = Substring(self)
         while let first = slice.first, first == " " || first == "\t" { slice.removeFirst() }
         while let last = slice.last, last == " " || last == "\t" { slice.removeLast() }
