@@ -102,31 +102,37 @@ public enum Base64 {
         if input[input.count - 2] == UInt8(ascii: "=") { padding += 1 }
         let count = input.count / 4 * 3 - padding
         var out = [UInt8](repeating: 0, count: count)
-        var index = 0
-        var written = 0
-        while index < input.count {
-            let isLast = index + 4 == input.count
-            var chunk: UInt32 = 0
-            for offset in 0..<4 {
-                if isLast && offset >= 4 - padding {
-                    chunk <<= 6
-                    continue
+        let failure: EncodingError? = sextets.withUnsafeBufferPointer { table in
+            out.withUnsafeMutableBufferPointer { out -> EncodingError? in
+                var index = 0
+                var written = 0
+                while index < input.count {
+                    let isLast = index + 4 == input.count
+                    let used = isLast ? 4 - padding : 4
+                    var chunk: UInt32 = 0
+                    for offset in 0..<4 {
+                        guard offset < used else {
+                            chunk <<= 6
+                            continue
+                        }
+                        let value = table[Int(input[index + offset])]
+                        if value == 0xff { return EncodingError("base64 has a character outside its alphabet") }
+                        chunk = chunk << 6 | UInt32(value)
+                    }
+                    out[written] = UInt8(truncatingIfNeeded: chunk >> 16)
+                    written += 1
+                    if !(isLast && padding == 2) { out[written] = UInt8(truncatingIfNeeded: chunk >> 8); written += 1 }
+                    if !(isLast && padding >= 1) { out[written] = UInt8(truncatingIfNeeded: chunk); written += 1 }
+                    if isLast {
+                        let unused: UInt32 = padding == 2 ? chunk & 0xffff : padding == 1 ? chunk & 0xff : 0
+                        if unused != 0 { return EncodingError("base64 has non-zero padding bits") }
+                    }
+                    index += 4
                 }
-                guard let value = sextet(input[index + offset]) else {
-                    throw EncodingError("base64 has a character outside its alphabet")
-                }
-                chunk = chunk << 6 | UInt32(value)
+                return nil
             }
-            out[written] = UInt8(truncatingIfNeeded: chunk >> 16)
-            written += 1
-            if !(isLast && padding == 2) { out[written] = UInt8(truncatingIfNeeded: chunk >> 8); written += 1 }
-            if !(isLast && padding >= 1) { out[written] = UInt8(truncatingIfNeeded: chunk); written += 1 }
-            if isLast {
-                let unused: UInt32 = padding == 2 ? chunk & 0xffff : padding == 1 ? chunk & 0xff : 0
-                guard unused == 0 else { throw EncodingError("base64 has non-zero padding bits") }
-            }
-            index += 4
         }
+        if let failure { throw failure }
         return out
     }
 
@@ -142,9 +148,4 @@ public enum Base64 {
         }
     }
 
-    @inline(__always)
-    private static func sextet(_ character: UInt8) -> UInt8? {
-        let value = sextets[Int(character)]
-        return value == 0xff ? nil : value
-    }
 }

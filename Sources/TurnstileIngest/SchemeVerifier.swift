@@ -3,7 +3,7 @@ import TurnstileCrypto
 
 /// The verifier of every built-in scheme and of the generic `hmac` scheme: a ``SchemeSpec`` plus the
 /// provider's prepared keys and time windows.
-public struct SchemeVerifier: SignatureScheme {
+public final class SchemeVerifier: SignatureScheme {
     public let provider: String
     public let spec: SchemeSpec
     let keys: [VerificationKey]
@@ -20,13 +20,17 @@ public struct SchemeVerifier: SignatureScheme {
     private let syntax: SignatureSyntax
     /// Every body byte is under the signature (not so for Synthflow, which signs only the call id).
     private let bodyIsSigned: Bool
+    /// The signed bytes start with the id header (Standard Webhooks): it must be present.
+    private let signsID: Bool
+    /// The event is keyed on the id header alone (the common case, taken without building a key).
+    private let identityIsIDHeader: Bool
 
     public static let defaultToleranceSeconds = 300
     public static let defaultMaxAgeSeconds = 259_200
 
     /// Prepares the verifier for `config`, deriving every secret's key once.
     /// - Throws: ``InputError`` for a secret that cannot be right or a bad generic description.
-    public init(config: ProviderConfig, file: String? = nil) throws(InputError) {
+    public convenience init(config: ProviderConfig, file: String? = nil) throws(InputError) {
         let spec: SchemeSpec
         if config.scheme == "hmac" {
             spec = try SchemeSpec.generic(config.hmac ?? JSONObject(), file: file, field: "\(config.fieldPath).hmac")
@@ -59,6 +63,8 @@ public struct SchemeVerifier: SignatureScheme {
         self.headerSets = spec.headerSets.map(CanonicalHeaderSet.init)
         self.syntax = SignatureSyntax(spec)
         if case .jsonString = spec.signed { self.bodyIsSigned = false } else { self.bodyIsSigned = true }
+        self.signsID = spec.signed == .idDotTimestampDotBody
+        self.identityIsIDHeader = spec.identity == [.header] && spec.orderingPartCount == nil
         self.topLevelKeys = spec.bodyPaths.reduce(into: [String]()) { keys, path in
             if let first = path.first, !keys.contains(first) { keys.append(first) }
         }
@@ -121,7 +127,7 @@ public struct SchemeVerifier: SignatureScheme {
         var id: String? = nil
         if let idHeader = set.id {
             id = headers.value(canonicalName: idHeader).map { $0.trimmedOWS() }
-            if spec.signed == .idDotTimestampDotBody, id?.isEmpty ?? true {
+            if signsID, id?.isEmpty ?? true {
                 throw Rejection(.malformedSignature, "no \(set.spelled.id ?? idHeader) header, which the signature covers")
             }
         }
@@ -150,21 +156,11 @@ public struct SchemeVerifier: SignatureScheme {
         let kind = try eventKind(&body, headers: headers, set: set)
         var eventKey = ""
         var orderingKey: String? = nil
-        for (index, part) in spec.identity.enumerated() {
-            if index == spec.orderingPartCount { orderingKey = eventKey }
-            let value: String
-            switch part {
-            case .kind: value = kind ?? "event"
-            case .header:
-                guard let id, !id.isEmpty else { throw Rejection(.malformedPayload, "no \(set.spelled.id ?? "id") header to key the event on") }
-                value = id
-            case .json(let paths):
-                value = try body.firstScalar(paths, what: "the event identity").value
-            }
-            eventKey = eventKey.isEmpty ? value : eventKey + ":" + value
-        }
-        if spec.identity.isEmpty {
-            eventKey = Hex.encode(SHA256.hash(raw))
+        if identityIsIDHeader {
+            guard let id, !id.isEmpty else { throw Rejection(.malformedPayload, "no \(set.spelled.id ?? "id") header to key the event on") }
+            eventKey = id
+        } else {
+            try buildEventKey(&eventKey, orderingKey: &orderingKey, kind: kind, id: id, set: set, body: &body, raw: raw)
         }
 
         // 5. Timestamps, checked only once the signature has vouched for them.
@@ -186,6 +182,27 @@ public struct SchemeVerifier: SignatureScheme {
             eventKey: eventKey, orderingKey: orderingKey ?? eventKey, signedAt: signedAt, secretIndex: match.secretIndex,
             signature: match.signature, signatureHeader: headerSpelling,
             usedStringifyFallback: usedFallback)
+    }
+
+    /// The event key (and ordering key) from the spec's identity parts, joined with `:`.
+    private func buildEventKey(_ eventKey: inout String, orderingKey: inout String?, kind: String?, id: String?,
+                               set: CanonicalHeaderSet, body: inout BodyView, raw: UnsafeRawBufferPointer) throws(Rejection) {
+        for (index, part) in spec.identity.enumerated() {
+            if index == spec.orderingPartCount { orderingKey = eventKey }
+            let value: String
+            switch part {
+            case .kind: value = kind ?? "event"
+            case .header:
+                guard let id, !id.isEmpty else { throw Rejection(.malformedPayload, "no \(set.spelled.id ?? "id") header to key the event on") }
+                value = id
+            case .json(let paths):
+                value = try body.firstScalar(paths, what: "the event identity").value
+            }
+            eventKey = eventKey.isEmpty ? value : eventKey + ":" + value
+        }
+        if spec.identity.isEmpty {
+            eventKey = Hex.encode(SHA256.hash(raw))
+        }
     }
 
     /// The first of the scheme's header sets whose signature header is present, with that header's value and

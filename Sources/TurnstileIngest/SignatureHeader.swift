@@ -1,5 +1,6 @@
 import TurnstileCore
 import TurnstileCrypto
+import Glibc
 
 /// A signature header taken apart: the usable entries and, for key-value headers, the timestamp entry.
 ///
@@ -118,15 +119,17 @@ struct ParsedSignature {
     private static func forEachPiece(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, on separator: UInt8,
                                      omittingEmpty: Bool, _ body: (Range<Int>) throws(Rejection) -> Void) throws(Rejection) {
         var start = range.lowerBound
-        for index in range where raw[index] == separator {
+        while start <= range.upperBound {
+            let index = firstIndex(of: separator, in: raw, start..<range.upperBound) ?? range.upperBound
             if !(omittingEmpty && index == start) { try body(start..<index) }
             start = index + 1
         }
-        if !(omittingEmpty && start == range.upperBound) { try body(start..<range.upperBound) }
     }
 
     private static func firstIndex(of byte: UInt8, in raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> Int? {
-        range.first { raw[$0] == byte }
+        guard !range.isEmpty, let base = raw.baseAddress,
+              let found = memchr(base + range.lowerBound, Int32(byte), range.count) else { return nil }
+        return UnsafeRawPointer(found) - base
     }
 
     private static func equal(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>, _ name: [UInt8]) -> Bool {

@@ -30,6 +30,9 @@ struct ServeCommand: TurnstileCommand {
     }
 
     func run(console: any Console) async throws -> Int32 {
+        // Watch for the signals before anything can announce readiness: a SIGTERM that arrives right after
+        // "listening" must not be lost.
+        let signals = ShutdownSignals()
         let receiver = try Receiver.load(configPath: configPath)
         let config = receiver.config
         let (host, port) = try Self.listenAddress(config.listen, file: config.file)
@@ -81,7 +84,7 @@ struct ServeCommand: TurnstileCommand {
             }
         }
 
-        let signal = await Self.firstShutdownSignal()
+        let signal = await signals.first()
         logger.info("shutting down", ["signal": signal == SIGTERM ? "SIGTERM" : "SIGINT"])
         state.beginShutdown()
         await server.shutdown(graceSeconds: config.dispatch.shutdownGraceSeconds)
@@ -118,34 +121,51 @@ struct ServeCommand: TurnstileCommand {
         }
         return (String(host), port)
     }
-
-    /// Waits for SIGTERM or SIGINT; a second one ends the process at once.
-    static func firstShutdownSignal() async -> Int32 {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
-            let seen = Mutex(0)
-            var sources: [any DispatchSourceSignal] = []
-            for signo in [SIGTERM, SIGINT] {
-                Glibc.signal(signo, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
-                source.setEventHandler {
-                    let count = seen.withLock { count -> Int in
-                        count += 1
-                        return count
-                    }
-                    if count == 1 { continuation.resume(returning: signo) } else { _exit(128 + signo) }
-                }
-                source.resume()
-                sources.append(source)
-            }
-            SignalSources.keep(sources)
-        }
-    }
 }
 
-/// Keeps the signal sources alive for the life of the process.
-enum SignalSources {
-    nonisolated(unsafe) private static var sources: [any DispatchSourceSignal] = []
-    static func keep(_ new: [any DispatchSourceSignal]) { sources += new }
+/// SIGTERM and SIGINT, watched from the moment this is made: the first one is kept until ``first()`` asks,
+/// a second one ends the process at once.
+final class ShutdownSignals: Sendable {
+    private final class State: Sendable {
+        let lock = Mutex<(count: Int, first: Int32?, waiter: CheckedContinuation<Int32, Never>?)>((0, nil, nil))
+    }
+    private let state = State()
+    /// The dispatch sources, kept alive as long as this is (only held, never touched again).
+    private let sources: Mutex<[any DispatchSourceSignal]>
+
+    init() {
+        var sources: [any DispatchSourceSignal] = []
+        let state = self.state
+        for signo in [SIGTERM, SIGINT] {
+            Glibc.signal(signo, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
+            source.setEventHandler {
+                let waiter = state.lock.withLock { state -> CheckedContinuation<Int32, Never>? in
+                    state.count += 1
+                    if state.count > 1 { _exit(128 + signo) }
+                    state.first = signo
+                    defer { state.waiter = nil }
+                    return state.waiter
+                }
+                waiter?.resume(returning: signo)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        self.sources = Mutex(sources)
+    }
+
+    /// The first signal, once it has arrived.
+    func first() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let arrived = state.lock.withLock { state -> Int32? in
+                if let first = state.first { return first }
+                state.waiter = continuation
+                return nil
+            }
+            if let arrived { continuation.resume(returning: arrived) }
+        }
+    }
 }
 
 /// Flags and gauges shared by the routes and the background tasks of `serve`.
