@@ -67,7 +67,12 @@ public struct Admission: Sendable {
     public var signatureExpiresAt: Instant
     public var eventExpiresAt: Instant
     /// The raw delivery, archived as received.
-    public var delivery: Delivery
+    public var delivery: Delivery {
+        didSet { archivedHeaders = Self.archivedHeaders(delivery.headers) }
+    }
+    /// The delivery's headers as the archive keeps them: a JSON array of `[name, value]` pairs, in order.
+    /// Made with the admission (on the caller's task), not inside the store's write transaction.
+    public private(set) var archivedHeaders: String
     public var signedAt: Instant?
     /// When set, the event goes straight to the dead letters with this reason (a payload that breaks its schema).
     public var deadLetter: (reason: Reason, message: String)?
@@ -86,9 +91,19 @@ public struct Admission: Sendable {
         self.signatureExpiresAt = signatureExpiresAt
         self.eventExpiresAt = eventExpiresAt
         self.delivery = delivery
+        self.archivedHeaders = Self.archivedHeaders(delivery.headers)
         self.signedAt = signedAt
         self.deadLetter = deadLetter
         self.reprocess = reprocess
+    }
+
+    /// The ordering key as stores keep it: empty for an event ordered only after itself (its ordering key is
+    /// its own identity and it is not a re-processed copy, which waits for the original), so that it stays
+    /// out of the ordering index.
+    public var storedOrderingKey: String { orderingKey == eventKey && !reprocess ? "" : orderingKey }
+
+    static func archivedHeaders(_ headers: HeaderFields) -> String {
+        JSONValue.array(headers.map { .array([.string($0.name), .string($0.value)]) }).serialized()
     }
 }
 

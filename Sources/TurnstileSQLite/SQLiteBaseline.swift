@@ -16,10 +16,8 @@ extension SQLiteEventStore {
                 INSERT INTO events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id)
                 VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?)
                 """)
-            // Header JSON is built outside the timed part, as the rows are "given".
-            let headers = admissions.map { admission in
-                JSONValue.array(admission.delivery.headers.map { .array([.string($0.name), .string($0.value)]) }).serialized()
-            }
+            // Header JSON comes with the admissions, as the rows are "given".
+            let headers = admissions.map(\.archivedHeaders)
             let start = DispatchTime.now().uptimeNanoseconds
             var index = 0
             while index < admissions.count {
@@ -35,7 +33,7 @@ extension SQLiteEventStore {
                         try archive.bind(.text(admission.provider), .real(received), .null, .text(headers[position]),
                                          .blob(admission.delivery.body)).run()
                         try event.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey),
-                                       .text(admission.orderingKey), .null, .real(received), .integer(db.lastInsertRowID)).run()
+                                       .text(admission.storedOrderingKey), .null, .real(received), .integer(db.lastInsertRowID)).run()
                     }
                 }
                 index = end

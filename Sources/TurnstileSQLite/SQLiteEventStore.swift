@@ -223,9 +223,8 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
         let archive = try db.prepare("INSERT INTO archive (provider, received_at, path, headers, body) VALUES (?, ?, ?, ?, ?)")
         let delivery = admission.delivery
-        let headerPairs = JSONValue.array(delivery.headers.map { .array([.string($0.name), .string($0.value)]) })
         try archive.bind(.text(admission.provider), .real(now), delivery.path.map(SQLiteValue.text) ?? .null,
-                         .text(headerPairs.serialized()), .blob(delivery.body)).run()
+                         .text(admission.archivedHeaders), .blob(delivery.body)).run()
         let archiveID = db.lastInsertRowID
         return .accepted(eventID: try enqueue(admission, archiveID: archiveID, in: db))
     }
@@ -237,10 +236,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         // The body is written once: a queued event points at its archive row when it has one.
-        // An event ordered only after itself needs no ordering; a re-processed copy keeps its key, so that it
-        // waits for the original.
-        let orderingKey = admission.orderingKey == admission.eventKey && !admission.reprocess ? "" : admission.orderingKey
-        try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(orderingKey),
+        try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(admission.storedOrderingKey),
                         archiveID == nil ? .blob(admission.delivery.body) : .null, .real(now), .integer(admission.reprocess ? 1 : 0),
                         .real(0), archiveID.map(SQLiteValue.integer) ?? .null).run()
         let id = db.lastInsertRowID

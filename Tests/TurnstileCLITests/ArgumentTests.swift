@@ -68,4 +68,11 @@ import TurnstileCore
         #expect(await TurnstileMain.main(arguments: ["frobnicate"], console: console) == 2)
         #expect(console.standardError.first?.contains("unknown command") == true)
     }
+
+    @Test func deliveryLatencyIsLoggedAsMillisecondsWithTwoDecimals() {
+        #expect(WebhookService.milliseconds(0.0123456) == "12.35")
+        #expect(WebhookService.milliseconds(0.0001) == "0.10")
+        #expect(WebhookService.milliseconds(0.00000001) == "0.00")
+        #expect(WebhookService.milliseconds(1.5) == "1500.00")
+    }
 }

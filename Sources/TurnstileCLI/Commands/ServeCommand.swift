@@ -232,6 +232,13 @@ struct WebhookService: Sendable {
 
     private func notFound() -> HTTPResponse { HTTPResponse.json(404, #"{"error":"not found"}"#) }
 
+    /// `seconds` as milliseconds with two decimals (`12.34`), without Foundation's formatter on this path.
+    static func milliseconds(_ seconds: Double) -> String {
+        let hundredths = max(0, Int((seconds * 100_000).rounded()))
+        let fraction = hundredths % 100
+        return "\(hundredths / 100)." + (fraction < 10 ? "0" : "") + String(fraction)
+    }
+
     private func deliver(_ request: HTTPRequest, provider: String) async -> HTTPResponse {
         let started = DispatchTime.now().uptimeNanoseconds
         if state.shuttingDown || state.queueDepth >= receiver.config.queueBound {
@@ -249,7 +256,7 @@ struct WebhookService: Sendable {
         metrics.recordDelivery(provider: provider, outcome: verdict.outcome, reason: verdict.reason, seconds: seconds)
         logger.info("delivery", [
             "provider": provider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
-            "event_key": verdict.eventKey ?? "-", "status": String(answer.status), "latency_ms": String(format: "%.2f", seconds * 1000),
+            "event_key": verdict.eventKey ?? "-", "status": String(answer.status), "latency_ms": Self.milliseconds(seconds),
         ])
         if inbound.applies(to: verdict, provider: provider) {
             // Request/response: the answer routes the call; a repeat gets the answer kept for the first.
