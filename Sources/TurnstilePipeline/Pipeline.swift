@@ -1,5 +1,6 @@
 public import TurnstileCore
 public import TurnstileIngest
+import Foundation
 
 /// What became of one delivery after the whole admission path.
 public struct DeliveryVerdict: Sendable, Hashable {
@@ -66,7 +67,28 @@ public struct Pipeline: Sendable {
     ///   batch is `rejected`/`store_unavailable` and nothing of the batch was kept.
     public func process(_ deliveries: [Delivery], now: Instant? = nil, reprocess: Bool = false,
                         clock: any WallClock = SystemWallClock()) -> [DeliveryVerdict] {
-        admit(deliveries.map { prepare($0, now: now, reprocess: reprocess, clock: clock) })
+        admit(prepareAll(deliveries, now: now, reprocess: reprocess, clock: clock))
+    }
+
+    /// ``prepare(_:now:reprocess:clock:)`` for every delivery, in order; large batches are verified on every
+    /// core at once (verification is CPU work and shares nothing but the keys' context pools).
+    public func prepareAll(_ deliveries: [Delivery], now: Instant? = nil, reprocess: Bool = false,
+                           clock: any WallClock = SystemWallClock()) -> [PreparedDelivery] {
+        let chunk = 64
+        guard deliveries.count >= 2 * chunk, ProcessInfo.processInfo.activeProcessorCount > 1 else {
+            return deliveries.map { prepare($0, now: now, reprocess: reprocess, clock: clock) }
+        }
+        var prepared = [PreparedDelivery?](repeating: nil, count: deliveries.count)
+        prepared.withUnsafeMutableBufferPointer { buffer in
+            // Each iteration writes its own disjoint slice of the buffer.
+            nonisolated(unsafe) let slots = buffer
+            DispatchQueue.concurrentPerform(iterations: (deliveries.count + chunk - 1) / chunk) { index in
+                for position in index * chunk..<min((index + 1) * chunk, deliveries.count) {
+                    slots[position] = prepare(deliveries[position], now: now, reprocess: reprocess, clock: clock)
+                }
+            }
+        }
+        return prepared.map { $0! }
     }
 
     /// Stores the admissions of `prepared` deliveries in ONE transaction and returns every verdict, in order.
@@ -122,30 +144,31 @@ public struct Pipeline: Sendable {
         case .success(let verified):
             var delivery = original
             if delivery.receivedAt == nil { delivery.receivedAt = instant }
-            let deadLetter = schemaViolation(verified, body: delivery.body)
+            let eventType = verified.eventType
+            let deadLetter = schemaViolation(eventType: eventType, body: delivery.body)
             let keep = retention[verified.provider] ?? Double(ProviderConfig.defaultRetentionSeconds)
             let signatureExpiry = ingest.scheme(for: verified.provider)?.signatureNonceExpiry(signedAt: verified.signedAt)
             let admission = Admission(
-                provider: verified.provider, kind: verified.kind, eventType: verified.eventType, eventKey: verified.eventKey,
+                provider: verified.provider, kind: verified.kind, eventType: eventType, eventKey: verified.eventKey,
                 orderingKey: verified.orderingKey, signature: verified.signature,
                 signatureExpiresAt: signatureExpiry ?? instant.adding(seconds: keep),
                 eventExpiresAt: instant.adding(seconds: keep), delivery: delivery, signedAt: verified.signedAt,
                 deadLetter: deadLetter, reprocess: reprocess)
-            let verdict = DeliveryVerdict(outcome: .accepted, eventType: verified.eventType, eventKey: verified.eventKey,
+            let verdict = DeliveryVerdict(outcome: .accepted, eventType: eventType, eventKey: verified.eventKey,
                                           detail: deadLetter?.message, deadLettered: deadLetter != nil,
                                           usedStringifyFallback: verified.usedStringifyFallback)
             return PreparedDelivery(verdict: verdict, admission: admission)
         }
     }
 
-    private func schemaViolation(_ verified: VerifiedDelivery, body: [UInt8]) -> (reason: Reason, message: String)? {
-        guard let schema = schemas[verified.eventType] else { return nil }
+    private func schemaViolation(eventType: String, body: [UInt8]) -> (reason: Reason, message: String)? {
+        guard let schema = schemas[eventType] else { return nil }
         let document: JSONValue
         do { document = try JSONParser.parse(body) } catch {
             return (.schemaViolation, "the body is not valid JSON: \(error)")
         }
         guard let first = schema.violations(of: document).first else { return nil }
-        return (.schemaViolation, "\(verified.eventType) payload breaks its schema: \(first)")
+        return (.schemaViolation, "\(eventType) payload breaks its schema: \(first)")
     }
 }
 

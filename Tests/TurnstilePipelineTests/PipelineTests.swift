@@ -20,6 +20,23 @@ import TurnstileSQLite
         #expect(harness.process([retry]).first?.reason == .seenSignature)
     }
 
+    @Test func largeBatchesAreVerifiedInParallelAndAnsweredInInputOrder() throws {
+        let harness = try Harness()
+        var deliveries: [Delivery] = []
+        for index in 0..<300 {
+            var delivery = try harness.signed("github", #"{"ref":"refs/heads/main","n":\#(index)}"#, id: "delivery-\(index)")
+            if index % 3 == 1 { delivery.body[2] = UInt8(ascii: "R") }   // tampered: "ref" becomes "Ref"
+            deliveries.append(delivery)
+        }
+        let verdicts = harness.process(deliveries)
+        #expect(verdicts.count == 300)
+        for (index, verdict) in verdicts.enumerated() {
+            #expect(verdict.outcome == (index % 3 == 1 ? .rejected : .accepted), "delivery \(index)")
+            if index % 3 != 1 { #expect(verdict.eventKey == "delivery-\(index)", "delivery \(index)") }
+        }
+        #expect(try harness.store.queueDepth() == 200)
+    }
+
     @Test func nextStateOfTheSameJobIsANewEvent() throws {
         let harness = try Harness()
         let verdicts = harness.process([try harness.signed("sync", #"{"id":"gen_2","status":"PROCESSING"}"#),
