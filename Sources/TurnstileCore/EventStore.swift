@@ -97,10 +97,10 @@ public struct Admission: Sendable {
         self.reprocess = reprocess
     }
 
-    /// The ordering key as stores keep it: empty for an event ordered only after itself (its ordering key is
-    /// its own identity and it is not a re-processed copy, which waits for the original), so that it stays
-    /// out of the ordering index.
-    public var storedOrderingKey: String { orderingKey == eventKey && !reprocess ? "" : orderingKey }
+    /// The ordering key as stores keep it: empty for an event whose ordering key is its own identity (it has
+    /// no order to keep with other events), so that it stays out of the ordering index. A re-processed copy
+    /// of such an event may then run beside its original if that is still queued: at least once allows it.
+    public var storedOrderingKey: String { orderingKey == eventKey ? "" : orderingKey }
 
     static func archivedHeaders(_ headers: HeaderFields) -> String {
         JSONValue.array(headers.map { .array([.string($0.name), .string($0.value)]) }).serialized()

@@ -9,7 +9,8 @@ import Synchronization
 /// - Bounded concurrency: at most `concurrency` handler calls run at once.
 /// - Failures retry with exponential backoff and full jitter; after `max_attempts` the event is dead-lettered
 ///   with its last error. A payload that does not decode as the handler's event type is dead-lettered at once.
-/// - Order per identity: the store leases only the oldest queued event of each ordering key.
+/// - Order per ordering key: the store leases only the oldest queued event of each ordering key (Sync: one
+///   job's states). Events whose ordering key is their own identity keep no order among themselves.
 public final class Dispatcher: Sendable {
     /// What a run did.
     public struct Stats: Sendable, Hashable {

@@ -64,7 +64,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                 throw SQLiteError(code: 1, extendedCode: 1, message: "synchronous is \(synchronous ?? "unknown"), not \(options.synchronous.rawValue)", sql: nil)
             }
             try opened.execute("PRAGMA foreign_keys = ON")
-            try opened.execute("PRAGMA cache_size = -32768")
+            try opened.execute("PRAGMA cache_size = -8192")
             try Self.migrate(opened)
             if path != ":memory:" {
                 // Checkpoints run on a thread of their own (``Checkpointer``), not inside a writer's commit.
@@ -155,8 +155,8 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         // an empty ordering key and stay out of the ordering index, which random keys would make costly.
         """
         DROP INDEX events_order;
-        UPDATE events SET ordering_key = '' WHERE ordering_key = event_key AND reprocess = 0;
-        UPDATE dead_letters SET ordering_key = '' WHERE ordering_key = event_key AND reprocess = 0;
+        UPDATE events SET ordering_key = '' WHERE ordering_key = event_key;
+        UPDATE dead_letters SET ordering_key = '' WHERE ordering_key = event_key;
         CREATE INDEX events_order ON events (ordering_key, id) WHERE ordering_key <> '';
         """,
     ]

@@ -124,7 +124,8 @@ import TurnstileSQLite
         var registry = HandlerRegistry()
         registry.register(recorder, name: "r", events: ["*"])
         _ = try await harness.dispatcher(registry).drain()
-        #expect(recorder.contexts.map(\.isReprocess) == [false, true])
+        // The original and its re-processed copy share an identity but no ordering: either may run first.
+        #expect(recorder.contexts.map(\.isReprocess).sorted { !$0 && $1 } == [false, true])
     }
 
     @Test func jsonlHandlerWritesOneLinePerEvent() async throws {

@@ -60,11 +60,13 @@ struct PipelineBench {
         let watch = Stopwatch()
         var accepted = 0
         var index = 0
+        let batches = OverlappedBatches(pipeline: pipeline)
         while index < deliveries.count {
             let end = min(index + batch, deliveries.count)
-            accepted += pipeline.process(Array(deliveries[index..<end])).filter { $0.outcome == .accepted }.count
+            accepted += (batches.submit(Array(deliveries[index..<end])) ?? []).filter { $0.outcome == .accepted }.count
             index = end
         }
+        accepted += (batches.finish() ?? []).filter { $0.outcome == .accepted }.count
         let rate = Double(deliveries.count) / watch.elapsed
         precondition(accepted == deliveries.count, "bench deliveries were not all accepted")
         return rate

@@ -58,10 +58,13 @@ struct ReplayCommand: TurnstileCommand {
         let stopwatch = Stopwatch()
         var nextProgress = 1.0
 
-        func flush() {
-            guard !pending.isEmpty else { return }
-            let verdicts = pipeline.process(pending.map(\.delivery), now: now, reprocess: reprocess)
-            for ((delivery, origin), verdict) in zip(pending, verdicts) {
+        // While one batch is stored, the next is verified (OverlappedBatches); verdicts come back a batch late.
+        let batches = OverlappedBatches(pipeline: pipeline, now: now, reprocess: reprocess)
+        var inFlight: [(delivery: Delivery, origin: String)] = []
+
+        func reportBatch(_ verdicts: [DeliveryVerdict]?) {
+            guard let verdicts else { return }
+            for ((delivery, origin), verdict) in zip(inFlight, verdicts) {
                 let report = DeliveryReport(source: origin, provider: delivery.provider, verdict: verdict)
                 console.out(report.jsonLine)
                 tally.add(report)
@@ -79,11 +82,17 @@ struct ReplayCommand: TurnstileCommand {
                     console.err("\(origin): check failed: expected \(wanted), got \(report.verdict)")
                 }
             }
-            pending.removeAll(keepingCapacity: true)
             if stopwatch.elapsed >= nextProgress {
                 console.err("replay: \(tally.total) deliveries, \(stopwatch.rate(tally.total))/s")
                 nextProgress = stopwatch.elapsed + 1
             }
+        }
+
+        func flush() {
+            guard !pending.isEmpty else { return }
+            reportBatch(batches.submit(pending.map(\.delivery)))
+            inFlight = pending
+            pending.removeAll(keepingCapacity: true)
         }
 
         // Dispatch runs beside admission (two cores: one parses and verifies, the other hands events to
@@ -92,16 +101,24 @@ struct ReplayCommand: TurnstileCommand {
         let background = dispatcher.map { dispatcher in
             Task { try await dispatcher.run(idleSeconds: 0.05, shouldStop: { admissionDone.isSet }) }
         }
-        try source.forEach { item in
-            switch item {
-            case .skipped(let file, let why):
-                console.err("\(file): skipped: \(why)")
-            case .delivery(let delivery, let origin):
-                pending.append((delivery, origin))
-                if pending.count >= batchSize { flush() }
+        do {
+            try source.forEach { item in
+                switch item {
+                case .skipped(let file, let why):
+                    console.err("\(file): skipped: \(why)")
+                case .delivery(let delivery, let origin):
+                    pending.append((delivery, origin))
+                    if pending.count >= batchSize { flush() }
+                }
             }
+        } catch {
+            // What was read before the bad input is stored and reported, as without the overlap.
+            reportBatch(batches.finish())
+            console.flush()
+            throw error
         }
         flush()
+        reportBatch(batches.finish())
         console.flush()
         admissionDone.set()
         let early = try await background?.value ?? Dispatcher.Stats()
