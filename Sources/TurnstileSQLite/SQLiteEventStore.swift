@@ -40,13 +40,11 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     public let path: String
     private let lock = Mutex<Void>(())
     private let connection: SQLiteConnection
-    private let checkpointer: Checkpointer?
 
     /// Opens (creating if needed) the store at `path` (`:memory:` for a private in-memory store),
     /// checks the library, sets WAL and the pragmas and checks that they took effect, and migrates.
     public init(path: String, options: Options = Options()) throws(StoreError) {
         let opened: SQLiteConnection
-        var checkpointer: Checkpointer? = nil
         do throws(SQLiteError) {
             try SQLiteConnection.checkLibrary()
             opened = try SQLiteConnection(path: path)
@@ -64,24 +62,13 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                 throw SQLiteError(code: 1, extendedCode: 1, message: "synchronous is \(synchronous ?? "unknown"), not \(options.synchronous.rawValue)", sql: nil)
             }
             try opened.execute("PRAGMA foreign_keys = ON")
-            try opened.execute("PRAGMA cache_size = -8192")
+            try opened.execute("PRAGMA cache_size = -32768")
             try Self.migrate(opened)
-            if path != ":memory:" {
-                // Checkpoints run on a thread of their own (``Checkpointer``), not inside a writer's commit.
-                try opened.execute("PRAGMA wal_autocheckpoint = 0")
-                checkpointer = try Checkpointer(path: path, synchronous: options.synchronous.rawValue.uppercased(),
-                                                busyTimeoutMilliseconds: options.busyTimeoutMilliseconds)
-            }
         } catch {
             throw StoreError(.unavailable, "cannot open the SQLite store \(path): \(error)")
         }
         self.path = path
         self.connection = opened
-        self.checkpointer = checkpointer
-    }
-
-    deinit {
-        checkpointer?.stop()
     }
 
     // MARK: Schema
