@@ -147,5 +147,4 @@ public enum Base64 {
         default: 0xff
         }
     }
-
 }

@@ -67,12 +67,10 @@ public struct Admission: Sendable {
     public var signatureExpiresAt: Instant
     public var eventExpiresAt: Instant
     /// The raw delivery, archived as received.
-    public var delivery: Delivery {
-        didSet { archivedHeaders = Self.archivedHeaders(delivery.headers) }
-    }
+    public let delivery: Delivery
     /// The delivery's headers as the archive keeps them: a JSON array of `[name, value]` pairs, in order.
     /// Made with the admission (on the caller's task), not inside the store's write transaction.
-    public private(set) var archivedHeaders: String
+    public let archivedHeaders: String
     public var signedAt: Instant?
     /// When set, the event goes straight to the dead letters with this reason (a payload that breaks its schema).
     public var deadLetter: (reason: Reason, message: String)?
@@ -91,7 +89,7 @@ public struct Admission: Sendable {
         self.signatureExpiresAt = signatureExpiresAt
         self.eventExpiresAt = eventExpiresAt
         self.delivery = delivery
-        self.archivedHeaders = Self.archivedHeaders(delivery.headers)
+        self.archivedHeaders = JSONValue.array(delivery.headers.map { .array([.string($0.name), .string($0.value)]) }).serialized()
         self.signedAt = signedAt
         self.deadLetter = deadLetter
         self.reprocess = reprocess
@@ -101,10 +99,6 @@ public struct Admission: Sendable {
     /// no order to keep with other events), so that it stays out of the ordering index. A re-processed copy
     /// of such an event may then run beside its original if that is still queued: at least once allows it.
     public var storedOrderingKey: String { orderingKey == eventKey ? "" : orderingKey }
-
-    static func archivedHeaders(_ headers: HeaderFields) -> String {
-        JSONValue.array(headers.map { .array([.string($0.name), .string($0.value)]) }).serialized()
-    }
 }
 
 /// How the store took one admission.

@@ -38,11 +38,6 @@ public struct HeaderFields: Sendable, Hashable, Sequence {
         return nil
     }
 
-    /// The name as the sender spelled it, for the header whose lower-cased name is `canonicalName`.
-    public func spelling(canonicalName: String) -> String? {
-        fields.first { $0.isNamed(canonicalName) }?.name
-    }
-
     /// Every value of the header `name` (any case), in order.
     public func values(_ name: String) -> [String] {
         let wanted = HeaderFields.canonical(name)

@@ -84,25 +84,17 @@ public enum JSONScanner {
     public static func locate(
         _ names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil
     ) throws(JSONError) -> [Int] {
-        let spans = try locateSpans(names, in: raw, object: range)
-        return names.indices.map { spans[2 * $0] }
+        let spans = try spans(of: names, in: raw, object: range)
+        return names.indices.map { spans.start(of: $0) }
     }
 
-    /// As ``locate(_:in:object:)``, with each value's end too: `[start0, end0, start1, end1, …]`, -1 for absent.
-    /// Read a value with ``field(from:to:in:)`` without scanning it again.
+    /// As ``locate(_:in:object:)``, with each value's end too, into a ``JSONSpans`` that holds a few names
+    /// without allocating (this runs on every delivery). Read a value with ``field(from:to:in:)`` without
+    /// scanning it again.
     ///
     /// - Parameter stopWhenAllFound: return as soon as every name has been seen, without reading the rest of
     ///   the object (so without refusing a repeated key further on). Only for bodies whose every byte is
     ///   covered by a verified signature, where the sender is the only one who could have repeated a key.
-    public static func locateSpans(
-        _ names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil, stopWhenAllFound: Bool = false
-    ) throws(JSONError) -> [Int] {
-        let spans = try spans(of: names, in: raw, object: range, stopWhenAllFound: stopWhenAllFound)
-        return (0..<names.count).flatMap { [spans.start(of: $0), spans.end(of: $0)] }
-    }
-
-    /// As ``locateSpans(_:in:object:stopWhenAllFound:)``, into a ``JSONSpans`` that holds a few names without
-    /// allocating: this runs on every delivery.
     public static func spans(
         of names: [String], in raw: UnsafeRawBufferPointer, object range: Range<Int>? = nil, stopWhenAllFound: Bool = false
     ) throws(JSONError) -> JSONSpans {
@@ -145,7 +137,7 @@ public enum JSONScanner {
         return try cursor.readField()
     }
 
-    /// The value spanning `start..<end` (as ``locateSpans(_:in:object:)`` reports it); objects and arrays are
+    /// The value spanning `start..<end` (as ``spans(of:in:object:stopWhenAllFound:)`` reports it); objects and arrays are
     /// not scanned again.
     public static func field(from start: Int, to end: Int, in raw: UnsafeRawBufferPointer) throws(JSONError) -> JSONField {
         switch raw[start] {

@@ -22,8 +22,6 @@ public final class SchemeVerifier: SignatureScheme {
     private let bodyIsSigned: Bool
     /// The signed bytes start with the id header (Standard Webhooks): it must be present.
     private let signsID: Bool
-    /// The event is keyed on the id header alone (the common case, taken without building a key).
-    private let identityIsIDHeader: Bool
 
     public static let defaultToleranceSeconds = 300
     public static let defaultMaxAgeSeconds = 259_200
@@ -64,7 +62,6 @@ public final class SchemeVerifier: SignatureScheme {
         self.syntax = SignatureSyntax(spec)
         if case .jsonString = spec.signed { self.bodyIsSigned = false } else { self.bodyIsSigned = true }
         self.signsID = spec.signed == .idDotTimestampDotBody
-        self.identityIsIDHeader = spec.identity == [.header] && spec.orderingPartCount == nil
         self.topLevelKeys = spec.bodyPaths.reduce(into: [String]()) { keys, path in
             if let first = path.first, !keys.contains(first) { keys.append(first) }
         }
@@ -156,11 +153,21 @@ public final class SchemeVerifier: SignatureScheme {
         let kind = try eventKind(&body, headers: headers, set: set)
         var eventKey = ""
         var orderingKey: String? = nil
-        if identityIsIDHeader {
-            guard let id, !id.isEmpty else { throw Rejection(.malformedPayload, "no \(set.spelled.id ?? "id") header to key the event on") }
-            eventKey = id
-        } else {
-            try buildEventKey(&eventKey, orderingKey: &orderingKey, kind: kind, id: id, set: set, body: &body, raw: raw)
+        for (index, part) in spec.identity.enumerated() {
+            if index == spec.orderingPartCount { orderingKey = eventKey }
+            let value: String
+            switch part {
+            case .kind: value = kind ?? "event"
+            case .header:
+                guard let id, !id.isEmpty else { throw Rejection(.malformedPayload, "no \(set.spelled.id ?? "id") header to key the event on") }
+                value = id
+            case .json(let paths):
+                value = try body.firstScalar(paths, what: "the event identity").value
+            }
+            eventKey = eventKey.isEmpty ? value : eventKey + ":" + value
+        }
+        if spec.identity.isEmpty {
+            eventKey = Hex.encode(SHA256.hash(raw))
         }
 
         // 5. Timestamps, checked only once the signature has vouched for them.
@@ -182,27 +189,6 @@ public final class SchemeVerifier: SignatureScheme {
             eventKey: eventKey, orderingKey: orderingKey ?? eventKey, signedAt: signedAt, secretIndex: match.secretIndex,
             signature: match.signature, signatureHeader: headerSpelling,
             usedStringifyFallback: usedFallback)
-    }
-
-    /// The event key (and ordering key) from the spec's identity parts, joined with `:`.
-    private func buildEventKey(_ eventKey: inout String, orderingKey: inout String?, kind: String?, id: String?,
-                               set: CanonicalHeaderSet, body: inout BodyView, raw: UnsafeRawBufferPointer) throws(Rejection) {
-        for (index, part) in spec.identity.enumerated() {
-            if index == spec.orderingPartCount { orderingKey = eventKey }
-            let value: String
-            switch part {
-            case .kind: value = kind ?? "event"
-            case .header:
-                guard let id, !id.isEmpty else { throw Rejection(.malformedPayload, "no \(set.spelled.id ?? "id") header to key the event on") }
-                value = id
-            case .json(let paths):
-                value = try body.firstScalar(paths, what: "the event identity").value
-            }
-            eventKey = eventKey.isEmpty ? value : eventKey + ":" + value
-        }
-        if spec.identity.isEmpty {
-            eventKey = Hex.encode(SHA256.hash(raw))
-        }
     }
 
     /// The first of the scheme's header sets whose signature header is present, with that header's value and

@@ -1,6 +1,5 @@
 public import TurnstileCore
 import Dispatch
-import Synchronization
 
 /// Admits batches of deliveries while the next batch is being verified: the CPU work of batch n + 1
 /// (signatures, schemas) overlaps the store's transaction for batch n (mostly waiting on fsync).
