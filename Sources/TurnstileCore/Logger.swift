@@ -81,14 +81,13 @@ final class LogBuffer: Sendable {
     private let pending = Mutex<[UInt8]>([])
 
     private init() {
-        let thread = Thread { [self] in
+        Thread { [self] in
+            Thread.current.name = "ts-log"  // From inside, so that the OS thread has the name too.
             while true {
                 usleep(50_000)
                 flush()
             }
-        }
-        thread.name = "turnstile-log"
-        thread.start()
+        }.start()
     }
 
     func append(_ bytes: [UInt8]) {

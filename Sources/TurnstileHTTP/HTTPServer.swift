@@ -36,6 +36,29 @@ public struct HTTPServerConfiguration: Sendable {
 /// Answers a request. Runs as a task off the event loops, so a slow answer never stalls other connections.
 public typealias HTTPResponder = @Sendable (HTTPRequest) async -> HTTPResponse
 
+/// Answers a request by calling one of `writer`'s `respond` methods exactly once, from any thread, now or
+/// later. It is called on an event loop thread, so it must return quickly: work that may wait (a store, a
+/// deadline) belongs on a task or another thread, which then calls `writer`.
+public typealias HTTPRequestHandler = @Sendable (HTTPRequest, HTTPResponseWriter) -> Void
+
+/// Where the answer to one request goes: its connection, in the order the requests arrived.
+public struct HTTPResponseWriter: Sendable {
+    fileprivate let loop: EventLoop
+    fileprivate let connection: UInt64
+    fileprivate let sequence: Int
+
+    /// Sends `response`.
+    public func respond(_ response: HTTPResponse) {
+        loop.complete(EventLoop.Completion(connection: connection, sequence: sequence, answer: .ready(response)))
+    }
+
+    /// Sends the response `build` makes, calling it on the connection's event loop thread: for a caller (such
+    /// as a group-commit writer) whose own thread must not spend time formatting answers.
+    public func respond(building build: @escaping @Sendable () -> HTTPResponse) {
+        loop.complete(EventLoop.Completion(connection: connection, sequence: sequence, answer: .deferred(build)))
+    }
+}
+
 /// The server could not start.
 public struct HTTPServerError: Error, CustomStringConvertible {
     public let message: String
@@ -47,27 +70,32 @@ public struct HTTPServerError: Error, CustomStringConvertible {
 /// strict parsing (``HTTPRequestParser``), limits and timeouts on every phase.
 public final class HTTPServer: Sendable {
     public let configuration: HTTPServerConfiguration
-    private let responder: HTTPResponder
     private let loops: [EventLoop]
     private let listener: Mutex<Int32>
     private let counter = ConnectionCounter()
     /// The port actually bound (useful with port 0).
     public let port: Int
 
-    /// Binds and starts the event loops.
-    public init(configuration: HTTPServerConfiguration, responder: @escaping HTTPResponder) throws(HTTPServerError) {
+    /// Binds and starts the event loops; each request is answered by `responder` on a task of its own.
+    public convenience init(configuration: HTTPServerConfiguration, responder: @escaping HTTPResponder) throws(HTTPServerError) {
+        try self.init(configuration: configuration, handler: { request, writer in
+            Task { writer.respond(await responder(request)) }
+        })
+    }
+
+    /// Binds and starts the event loops; `handler` is called on a loop thread for each request.
+    public init(configuration: HTTPServerConfiguration, handler: @escaping HTTPRequestHandler) throws(HTTPServerError) {
         var bound: Int32 = 0
         let fd = CTurnstileLinux_listen(configuration.host, Int32(configuration.port), 4096, &bound)
         guard fd >= 0 else {
             throw HTTPServerError(message: "cannot listen on \(configuration.host):\(configuration.port): \(String(cString: strerror(errno)))")
         }
         self.configuration = configuration
-        self.responder = responder
         self.listener = Mutex(fd)
         self.port = Int(bound)
         var loops: [EventLoop] = []
         for _ in 0..<configuration.eventLoops {
-            loops.append(EventLoop(listener: fd, configuration: configuration, responder: responder, counter: counter))
+            loops.append(EventLoop(listener: fd, configuration: configuration, handler: handler, counter: counter))
         }
         self.loops = loops
         for loop in loops { loop.start() }
@@ -107,11 +135,15 @@ final class EventLoop: @unchecked Sendable {
     private let wake: Int32
     private let listener: Int32
     private let configuration: HTTPServerConfiguration
-    private let responder: HTTPResponder
+    private let handler: HTTPRequestHandler
     private var connections: [UInt64: Connection] = [:]
     private var nextID: UInt64 = 2
     private let counter: ConnectionCounter
     private let inbox = Mutex<[Completion]>([])
+    /// Where `read(2)` puts bytes before a connection's buffer takes them; one per loop, used on its thread.
+    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
+    /// The loop thread's `pthread_self()`, so that answers given on it need no wake-up.
+    private let thread = Atomic<UInt>(0)
     private let flags = Mutex<(stop: Bool, accepting: Bool, busy: Bool)>((false, true, false))
     private let stopped = DispatchSemaphore(value: 0)
 
@@ -119,16 +151,21 @@ final class EventLoop: @unchecked Sendable {
     private static let wakeID: UInt64 = 1
 
     struct Completion {
+        enum Answer {
+            case ready(HTTPResponse)
+            case deferred(@Sendable () -> HTTPResponse)
+        }
+
         let connection: UInt64
         let sequence: Int
-        let response: HTTPResponse
+        let answer: Answer
     }
 
-    init(listener: Int32, configuration: HTTPServerConfiguration, responder: @escaping HTTPResponder, counter: ConnectionCounter) {
+    init(listener: Int32, configuration: HTTPServerConfiguration, handler: @escaping HTTPRequestHandler, counter: ConnectionCounter) {
         self.listener = listener
         self.counter = counter
         self.configuration = configuration
-        self.responder = responder
+        self.handler = handler
         epoll = CTurnstileLinux_epoll_create()
         wake = CTurnstileLinux_eventfd()
         _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_ADD, wake, CTurnstileLinux_EPOLLIN, Self.wakeID)
@@ -136,10 +173,15 @@ final class EventLoop: @unchecked Sendable {
                                       CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLEXCLUSIVE, Self.listenerID)
     }
 
+    // The eventfd outlives the loop: an answer that arrives after the stop still signals this descriptor,
+    // never one that a later open() received.
+    deinit { Glibc.close(wake) }
+
     func start() {
-        let thread = Thread { [self] in run() }
-        thread.name = "turnstile-http-loop"
-        thread.start()
+        Thread { [self] in
+            Thread.current.name = "ts-http-loop"  // From inside, so that the OS thread has the name too.
+            run()
+        }.start()
     }
 
     func stopAccepting() {
@@ -175,6 +217,7 @@ final class EventLoop: @unchecked Sendable {
     // MARK: Loop
 
     private func run() {
+        thread.store(UInt(pthread_self()), ordering: .releasing)
         var events = [CTurnstileLinux_event](repeating: CTurnstileLinux_event(), count: 256)
         var acceptingRegistered = true
         while true {
@@ -211,7 +254,7 @@ final class EventLoop: @unchecked Sendable {
         }
         for connection in Array(connections.values) { close(connection) }
         Glibc.close(epoll)
-        Glibc.close(wake)
+        readBuffer.deallocate()
         stopped.signal()
     }
 
@@ -238,12 +281,11 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func readable(_ connection: Connection) {
-        var chunk = [UInt8](repeating: 0, count: 65_536)
         var sawEOF = false
         while !connection.closing {
-            let count = chunk.withUnsafeMutableBytes { read(connection.fd, $0.baseAddress, $0.count) }
+            let count = read(connection.fd, readBuffer.baseAddress, readBuffer.count)
             if count > 0 {
-                chunk.withUnsafeBytes { connection.buffer.append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+                connection.buffer.append(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
                 if connection.buffer.readable > configuration.limits.maxBodyBytes + configuration.limits.maxHeaderBytes + 65_536 { break }
                 continue
             }
@@ -287,31 +329,43 @@ final class EventLoop: @unchecked Sendable {
                 connection.nextSequence += 1
                 connection.inFlight += 1
                 if !request.keepAlive { connection.closeAfter = min(connection.closeAfter, sequence) }
-                let id = connection.id
-                let responder = self.responder
-                Task {
-                    let response = await responder(request)
-                    self.complete(Completion(connection: id, sequence: sequence, response: response))
-                }
+                handler(request, HTTPResponseWriter(loop: self, connection: connection.id, sequence: sequence))
             }
         }
     }
 
-    /// Called from any thread when a responder finishes.
-    private func complete(_ completion: Completion) {
-        inbox.withLock { $0.append(completion) }
-        signal()
+    /// Called from any thread when an answer is ready. The loop takes the whole inbox at once, so only the
+    /// answer that finds it empty wakes the loop, and one given on the loop thread itself needs no wake-up
+    /// (the loop looks at its inbox after every round).
+    fileprivate func complete(_ completion: Completion) {
+        let first = inbox.withLock { inbox -> Bool in
+            inbox.append(completion)
+            return inbox.count == 1
+        }
+        if first && thread.load(ordering: .acquiring) != UInt(pthread_self()) { signal() }
     }
 
+    /// Writes every answer in the inbox, including those given while writing (a pipelined request answered
+    /// at once), so the inbox is empty whenever the loop goes back to `epoll_wait`.
     private func deliverCompletions() {
-        let completions = inbox.withLock { inbox -> [Completion] in
-            let taken = inbox
-            inbox.removeAll()
-            return taken
+        while true {
+            let completions = inbox.withLock { inbox -> [Completion] in
+                let taken = inbox
+                inbox = []
+                return taken
+            }
+            if completions.isEmpty { return }
+            deliver(completions)
         }
+    }
+
+    private func deliver(_ completions: [Completion]) {
         for completion in completions {
             guard let connection = connections[completion.connection] else { continue }
-            enqueue(connection, sequence: completion.sequence, response: completion.response)
+            switch completion.answer {
+            case .ready(let response): enqueue(connection, sequence: completion.sequence, response: response)
+            case .deferred(let build): enqueue(connection, sequence: completion.sequence, response: build())
+            }
             deliverLocal(connection)
         }
     }

@@ -6,14 +6,18 @@ import Synchronization
 /// whatever has queued up in a single transaction and then wakes every caller of that batch. A caller hears
 /// its verdict only after its transaction committed, and durability costs one fsync per batch, not per request.
 public final class GroupCommitter: Sendable {
+    /// Receives a verdict: on the caller's thread when the delivery needs no store, otherwise on the writer
+    /// thread right after the commit, so it must be quick (hand the answer to another thread).
+    public typealias Completion = @Sendable (DeliveryVerdict) -> Void
+
     private struct Waiting {
         let prepared: PreparedDelivery
-        let continuation: CheckedContinuation<DeliveryVerdict, Never>
+        let completion: Completion
     }
 
     private let pipeline: Pipeline
     private let maximumBatch: Int
-    private let state = Mutex<(queue: [Waiting], stopped: Bool)>(([], false))
+    private let state = Mutex<(queue: [Waiting], stopped: Bool, writerIdle: Bool)>(([], false, true))
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
 
@@ -21,37 +25,50 @@ public final class GroupCommitter: Sendable {
     public init(pipeline: Pipeline, maximumBatch: Int = 512) {
         self.pipeline = pipeline
         self.maximumBatch = maximumBatch
-        let thread = Thread { [self] in writerLoop() }
-        thread.name = "turnstile-group-commit"
-        thread.start()
+        // Named from inside: Foundation on Linux names the OS thread (as `top -H` and perf show it) only then.
+        Thread { [self] in
+            Thread.current.name = "ts-commit"
+            writerLoop()
+        }.start()
     }
 
     /// Verifies `delivery` on the caller's task and, when it passes, waits for the batch that stores it.
     public func submit(_ delivery: Delivery, now: Instant? = nil) async -> DeliveryVerdict {
+        await withCheckedContinuation { continuation in
+            submit(delivery, now: now) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Verifies `delivery` on the calling thread; a rejection is reported at once, a delivery that passes is
+    /// reported after the transaction that stores it has committed.
+    public func submit(_ delivery: Delivery, now: Instant? = nil, completion: @escaping Completion) {
         let prepared = pipeline.prepare(delivery, now: now)
-        guard prepared.admission != nil else { return prepared.verdict }
-        return await withCheckedContinuation { continuation in
-            let accepted = state.withLock { state -> Bool in
-                guard !state.stopped else { return false }
-                state.queue.append(Waiting(prepared: prepared, continuation: continuation))
-                return true
-            }
-            if accepted {
-                wake.signal()
-            } else {
-                var verdict = prepared.verdict
-                verdict.outcome = .rejected
-                verdict.reason = .storeUnavailable
-                verdict.detail = "shutting down"
-                continuation.resume(returning: verdict)
-            }
+        guard prepared.admission != nil else { return completion(prepared.verdict) }
+        let (accepted, wakeWriter) = state.withLock { state -> (Bool, Bool) in
+            guard !state.stopped else { return (false, false) }
+            state.queue.append(Waiting(prepared: prepared, completion: completion))
+            // The writer takes the whole queue after each commit, so only a writer that sleeps needs waking.
+            defer { state.writerIdle = false }
+            return (true, state.writerIdle)
+        }
+        if wakeWriter { wake.signal() }
+        if !accepted {
+            var verdict = prepared.verdict
+            verdict.outcome = .rejected
+            verdict.reason = .storeUnavailable
+            verdict.detail = "shutting down"
+            completion(verdict)
         }
     }
 
     /// Commits what is queued, then stops the writer.
     public func stop() {
-        state.withLock { $0.stopped = true }
-        wake.signal()
+        let wakeWriter = state.withLock { state -> Bool in
+            state.stopped = true
+            defer { state.writerIdle = false }
+            return state.writerIdle
+        }
+        if wakeWriter { wake.signal() }
         finished.wait()
     }
 
@@ -63,11 +80,12 @@ public final class GroupCommitter: Sendable {
                     let count = min(maximumBatch, state.queue.count)
                     let batch = Array(state.queue.prefix(count))
                     state.queue.removeFirst(count)
+                    if count == 0 { state.writerIdle = true }
                     return (batch, state.stopped && state.queue.isEmpty)
                 }
                 if !batch.isEmpty {
                     let verdicts = pipeline.admit(batch.map(\.prepared))
-                    for (waiting, verdict) in zip(batch, verdicts) { waiting.continuation.resume(returning: verdict) }
+                    for (waiting, verdict) in zip(batch, verdicts) { waiting.completion(verdict) }
                 }
                 if stopped {
                     finished.signal()
@@ -78,3 +96,4 @@ public final class GroupCommitter: Sendable {
         }
     }
 }
+

@@ -60,7 +60,7 @@ struct ServeCommand: TurnstileCommand {
         let inbound = InboundCallAnswers(store: receiver.store, responder: receiver.registry.inboundResponder, config: config)
         let service = WebhookService(receiver: receiver, committer: committer, metrics: metrics, logger: logger, state: state, inbound: inbound)
         let server: HTTPServer
-        do { server = try HTTPServer(configuration: http, responder: { request in await service.respond(to: request) }) } catch {
+        do { server = try HTTPServer(configuration: http, handler: { request, writer in service.handle(request, writer: writer) }) } catch {
             throw InputError(.invalidValue, error.message, file: config.file, field: "listen")
         }
         state.setConnectionCounter { server.openConnections }
@@ -197,16 +197,32 @@ struct WebhookService: Sendable {
 
     private static let unavailable = #"{"outcome":"rejected","reason":"store_unavailable"}"#
 
-    func respond(to request: HTTPRequest) async -> HTTPResponse {
+    /// Called on an event loop thread. A delivery is verified right here and handed to the group-commit
+    /// writer, whose commit sends the answer (built back on the loop thread); anything that may wait on the
+    /// store or a handler (`/healthz`, `/metrics`, an inbound call's answer) runs on a task.
+    func handle(_ request: HTTPRequest, writer: HTTPResponseWriter) {
         let path = request.path
-        if path.hasPrefix("/webhooks/") {
-            let provider = String(path.dropFirst("/webhooks/".count))
-            guard !provider.isEmpty, !provider.contains("/") else { return notFound() }
-            guard request.method == "POST" else {
-                return HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "POST"])
-            }
-            return await deliver(request, provider: provider)
+        guard path.hasPrefix("/webhooks/") else {
+            Task { writer.respond(await respond(to: request)) }
+            return
         }
+        let provider = String(path.dropFirst("/webhooks/".count))
+        guard !provider.isEmpty, !provider.contains("/") else { return writer.respond(notFound()) }
+        guard request.method == "POST" else {
+            return writer.respond(HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "POST"]))
+        }
+        deliver(request, provider: provider) { verdict, receivedAt, finish in
+            if inbound.applies(to: verdict, provider: provider) {
+                Task { writer.respond(finish(await inbound.answer(provider: provider, verdict: verdict, body: request.body, receivedAt: receivedAt))) }
+            } else {
+                writer.respond(building: { finish(nil) })
+            }
+        }
+    }
+
+    /// The routes other than `/webhooks/<provider>`.
+    private func respond(to request: HTTPRequest) async -> HTTPResponse {
+        let path = request.path
         switch path {
         case "/healthz":
             guard request.method == "GET" || request.method == "HEAD" else {
@@ -239,32 +255,39 @@ struct WebhookService: Sendable {
         return "\(hundredths / 100)." + (fraction < 10 ? "0" : "") + String(fraction)
     }
 
-    private func deliver(_ request: HTTPRequest, provider: String) async -> HTTPResponse {
+    /// Verifies and submits one delivery. `then` gets the verdict (on the loop thread for a rejection, on
+    /// the group-commit writer after the commit otherwise), the delivery's arrival time and `finish`, which records the delivery (metrics,
+    /// log line) and makes the HTTP answer; its argument is the answer of a request/response webhook, if any.
+    private func deliver(_ request: HTTPRequest, provider: String,
+                         then: @escaping @Sendable (DeliveryVerdict, Instant, _ finish: @escaping @Sendable (String?) -> HTTPResponse) -> Void) {
         let started = DispatchTime.now().uptimeNanoseconds
+        let receivedAt = SystemWallClock().now()
         if state.shuttingDown || state.queueDepth >= receiver.config.queueBound {
             let reason = state.shuttingDown ? "shutting down" : "queue over its bound"
             metrics.recordDelivery(provider: provider, outcome: .rejected, reason: .storeUnavailable, seconds: 0)
             logger.warning("delivery", ["provider": provider, "outcome": "rejected", "reason": "store_unavailable", "detail": reason, "status": "503"])
-            return HTTPResponse.json(503, Self.unavailable, headers: ["Retry-After": "5"])
+            var verdict = DeliveryVerdict(outcome: .rejected, reason: .storeUnavailable)
+            verdict.detail = reason
+            return then(verdict, receivedAt) { _ in HTTPResponse.json(503, Self.unavailable, headers: ["Retry-After": "5"]) }
         }
         var headers = HeaderFields()
         for field in request.headers { headers.append(name: field.name, value: field.value) }
-        let delivery = Delivery(provider: provider, receivedAt: SystemWallClock().now(), headers: headers, body: request.body, path: request.path)
-        let verdict = await committer.submit(delivery)
-        let answer = ReceiveResponse(verdict)
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-        metrics.recordDelivery(provider: provider, outcome: verdict.outcome, reason: verdict.reason, seconds: seconds)
-        logger.info("delivery", [
-            "provider": provider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
-            "event_key": verdict.eventKey ?? "-", "status": String(answer.status), "latency_ms": Self.milliseconds(seconds),
-        ])
-        if inbound.applies(to: verdict, provider: provider) {
-            // Request/response: the answer routes the call; a repeat gets the answer kept for the first.
-            return HTTPResponse.json(200, await inbound.answer(provider: provider, verdict: verdict, body: request.body,
-                                                               receivedAt: delivery.receivedAt ?? SystemWallClock().now()))
+        let delivery = Delivery(provider: provider, receivedAt: receivedAt, headers: headers, body: request.body, path: request.path)
+        committer.submit(delivery) { [self] verdict in
+            then(verdict, receivedAt) { inboundAnswer in
+                let answer = ReceiveResponse(verdict)
+                let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                metrics.recordDelivery(provider: provider, outcome: verdict.outcome, reason: verdict.reason, seconds: seconds)
+                logger.info("delivery", [
+                    "provider": provider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
+                    "event_key": verdict.eventKey ?? "-", "status": String(answer.status), "latency_ms": Self.milliseconds(seconds),
+                ])
+                // Request/response: the answer routes the call; a repeat gets the answer kept for the first.
+                if let inboundAnswer { return HTTPResponse.json(200, inboundAnswer) }
+                var responseHeaders = HTTPHeaders()
+                if answer.status == 503 { responseHeaders.append(name: "Retry-After", value: "5") }
+                return HTTPResponse.json(answer.status, answer.body, headers: responseHeaders)
+            }
         }
-        var responseHeaders = HTTPHeaders()
-        if answer.status == 503 { responseHeaders.append(name: "Retry-After", value: "5") }
-        return HTTPResponse.json(answer.status, answer.body, headers: responseHeaders)
     }
 }
