@@ -63,7 +63,6 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             }
             try opened.execute("PRAGMA foreign_keys = ON")
             try opened.execute("PRAGMA cache_size = -32768")
-            try opened.execute("PRAGMA mmap_size = 268435456")
             try Self.migrate(opened)
         } catch {
             throw StoreError(.unavailable, "cannot open the SQLite store \(path): \(error)")

@@ -256,8 +256,9 @@ struct WebhookService: Sendable {
     }
 
     /// Verifies and submits one delivery. `then` gets the verdict (on the loop thread for a rejection, on
-    /// the group-commit writer after the commit otherwise), the delivery's arrival time and `finish`, which records the delivery (metrics,
-    /// log line) and makes the HTTP answer; its argument is the answer of a request/response webhook, if any.
+    /// the group-commit writer after the commit otherwise), the delivery's arrival time, and `finish`, which
+    /// records the delivery (metrics, log line) and makes the HTTP answer; `finish`'s argument is the answer
+    /// of a request/response webhook, if any.
     private func deliver(_ request: HTTPRequest, provider: String,
                          then: @escaping @Sendable (DeliveryVerdict, Instant, _ finish: @escaping @Sendable (String?) -> HTTPResponse) -> Void) {
         let started = DispatchTime.now().uptimeNanoseconds
