@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TurnstileCore
 import TurnstileIngest
@@ -175,4 +176,49 @@ struct FailingStore: EventStore {
     func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func pruneNonces(now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws { throw StoreError(.unavailable, "x") }
+}
+
+/// The group-commit writer through its completion API, as `serve` uses it.
+@Suite struct GroupCommitterTests {
+    @Test func concurrentSubmissionsAreEachAnsweredOnceAfterTheirCommit() async throws {
+        let harness = try Harness()
+        let committer = GroupCommitter(pipeline: harness.pipeline)
+        let verdicts = await withTaskGroup(of: DeliveryVerdict.self) { group in
+            for index in 0..<200 {
+                let delivery = try! harness.signed("github", #"{"n":\#(index % 100)}"#, id: "d-\(index)")
+                group.addTask { await committer.submit(delivery) }
+            }
+            return await group.reduce(into: [DeliveryVerdict]()) { $0.append($1) }
+        }
+        committer.stop()
+        // Every second delivery repeats an earlier body, so its signature was seen (whichever came first).
+        #expect(verdicts.count == 200)
+        #expect(verdicts.filter { $0.outcome == .accepted }.count == 100)
+        #expect(verdicts.filter { $0.reason == .seenSignature }.count == 100)
+        // Answered after the commit: every accepted event is in the store by now.
+        #expect(try harness.store.queueDepth() == 100)
+    }
+
+    @Test func aRejectionIsAnsweredOnTheCallingThreadBeforeSubmitReturns() throws {
+        let harness = try Harness()
+        let committer = GroupCommitter(pipeline: harness.pipeline)
+        defer { committer.stop() }
+        var tampered = try harness.signed("github", #"{"a":1}"#)
+        tampered.body = Array(#"{"a":2}"#.utf8)
+        let answered = Mutex<DeliveryVerdict?>(nil)
+        committer.submit(tampered) { verdict in answered.withLock { $0 = verdict } }
+        let verdict = answered.withLock { $0 }
+        #expect(verdict?.outcome == .rejected)
+        #expect(verdict?.reason == .invalidSignature)
+    }
+
+    @Test func afterStopADeliveryIsRefusedAsShuttingDown() async throws {
+        let harness = try Harness()
+        let committer = GroupCommitter(pipeline: harness.pipeline)
+        committer.stop()
+        let verdict = await committer.submit(try harness.signed("github", #"{"late":true}"#))
+        #expect(verdict.outcome == .rejected)
+        #expect(verdict.reason == .storeUnavailable)
+        #expect(try harness.store.queueDepth() == 0)
+    }
 }
