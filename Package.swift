@@ -46,9 +46,11 @@ let package = Package(
         .testTarget(name: "TurnstileCryptoTests", dependencies: ["TurnstileCrypto"]),
         .testTarget(name: "TurnstileCoreTests", dependencies: ["TurnstileCore"]),
         .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
-        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore"]),
+        // Test helpers (a raw HTTP client over TCP) shared by the test targets; not part of any product.
+        .target(name: "TurnstileTestSupport", path: "Tests/TurnstileTestSupport"),
+        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore", "TurnstileTestSupport"]),
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile"]),
-        .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP"]),
+        .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport"]),
         .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import TurnstileTestSupport
 import Testing
 import TurnstileCore
 
