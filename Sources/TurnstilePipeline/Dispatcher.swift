@@ -146,21 +146,34 @@ public final class Dispatcher: Sendable {
         var error: (any Error)? = nil
     }
 
+    /// Runs the batch on `concurrency` workers, each taking the next event not yet taken: at most that many
+    /// handler calls at once, and one task per worker rather than per event.
     private func runHandlers(_ batch: [QueuedEvent]) async -> [HandlerResult] {
-        await withTaskGroup(of: (Int, HandlerResult).self) { group in
-            var results = [HandlerResult](repeating: HandlerResult(), count: batch.count)
-            var inFlight = 0
-            for (index, event) in batch.enumerated() {
-                if inFlight >= max(1, settings.concurrency), let (finished, result) = await group.next() {
-                    results[finished] = result
-                    inFlight -= 1
+        let workers = min(max(1, settings.concurrency), batch.count)
+        let taken = TakenCount()
+        return await withTaskGroup(of: [(Int, HandlerResult)].self) { group in
+            for _ in 0..<workers {
+                group.addTask {
+                    var finished: [(Int, HandlerResult)] = []
+                    while true {
+                        let index = taken.next()
+                        guard index < batch.count else { return finished }
+                        finished.append((index, await self.run(batch[index])))
+                    }
                 }
-                group.addTask { (index, await self.run(event)) }
-                inFlight += 1
             }
-            for await (finished, result) in group { results[finished] = result }
+            var results = [HandlerResult](repeating: HandlerResult(), count: batch.count)
+            for await finished in group {
+                for (index, result) in finished { results[index] = result }
+            }
             return results
         }
+    }
+
+    /// Hands out 0, 1, 2, … to the workers of one batch.
+    private final class TakenCount: Sendable {
+        private let count = Atomic<Int>(0)
+        func next() -> Int { count.add(1, ordering: .relaxed).oldValue }
     }
 
     private func run(_ event: QueuedEvent) async -> HandlerResult {
