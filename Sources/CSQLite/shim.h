@@ -23,4 +23,24 @@ static inline int CSQLite_set_busy_wait(sqlite3 *db, long timeout_ms) {
     return sqlite3_busy_handler(db, CSQLite_busy_wait, (void *)(intptr_t)timeout_ms);
 }
 
+/// A WAL hook that only records the WAL's length in frames after each commit of the connection, in the
+/// `int` that `frames` points to. Installing it replaces SQLite's automatic checkpoint (which is itself a WAL
+/// hook), so the commit no longer copies pages back into the database; someone else must checkpoint.
+static int CSQLite_record_wal_frames(void *frames, sqlite3 *db, const char *name, int count) {
+    (void)db; (void)name;
+    __atomic_store_n((int *)frames, count, __ATOMIC_RELAXED);
+    return SQLITE_OK;
+}
+
+/// Installs ``CSQLite_record_wal_frames`` writing to `frames`.
+static inline void CSQLite_watch_wal(sqlite3 *db, int *frames) {
+    sqlite3_wal_hook(db, CSQLite_record_wal_frames, frames);
+}
+
+/// Overwrites the recorded count (after a checkpoint emptied the WAL).
+static inline void CSQLite_set_wal_frames(int *frames, int count) { __atomic_store_n(frames, count, __ATOMIC_RELAXED); }
+
+/// The count ``CSQLite_record_wal_frames`` last recorded.
+static inline int CSQLite_wal_frames(const int *frames) { return __atomic_load_n(frames, __ATOMIC_RELAXED); }
+
 #endif

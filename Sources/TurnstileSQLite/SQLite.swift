@@ -75,6 +75,26 @@ final class SQLiteConnection {
         _ = CSQLite_set_busy_wait(handle, milliseconds)
     }
 
+    /// Stops checkpointing inside commits; `frames` receives the WAL's length after each commit of this
+    /// connection (read it with `CSQLite_wal_frames`). It must stay allocated while the connection is open.
+    func watchWAL(frames: UnsafeMutablePointer<Int32>) {
+        CSQLite_watch_wal(handle, frames)
+    }
+
+    /// Removes the hook ``watchWAL(frames:)`` installed (checkpoints stay off).
+    func unwatchWAL() {
+        sqlite3_wal_hook(handle, nil, nil)
+    }
+
+    /// Runs a checkpoint of `mode` (`PASSIVE`, `RESTART`, …); returns the WAL's frames and how many of them
+    /// are now in the database.
+    func checkpoint(_ mode: String) throws(SQLiteError) -> (walFrames: Int, checkpointed: Int) {
+        let statement = try prepare("PRAGMA wal_checkpoint(\(mode))")
+        defer { statement.reset() }
+        guard try statement.step() else { return (0, 0) }
+        return (Int(statement.int64(1)), Int(statement.int64(2)))
+    }
+
     /// Runs SQL that returns no rows (several statements allowed).
     func execute(_ sql: String) throws(SQLiteError) {
         let status = sqlite3_exec(handle, sql, nil, nil, nil)

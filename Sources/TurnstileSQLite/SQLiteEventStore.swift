@@ -1,4 +1,5 @@
 public import TurnstileCore
+internal import CSQLite
 import Foundation
 import Synchronization
 
@@ -38,8 +39,11 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     public static var libraryVersion: String { SQLiteConnection.libraryVersion }
 
     public let path: String
-    private let lock = Mutex<Void>(())
-    private let connection: SQLiteConnection
+    /// Serialises use of `connection` (also taken by ``WALCheckpointer`` for the last step of a checkpoint).
+    let lock = Mutex<Void>(())
+    let connection: SQLiteConnection
+    /// The WAL's length in frames after this connection's last commit, once ``checkpointElsewhere()`` ran.
+    private let walFrames = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
 
     /// Opens (creating if needed) the store at `path` (`:memory:` for a private in-memory store),
     /// checks the library, sets WAL and the pragmas and checks that they took effect, and migrates.
@@ -69,6 +73,24 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
         self.path = path
         self.connection = opened
+        walFrames.initialize(to: 0)
+    }
+
+    deinit {
+        connection.unwatchWAL()
+        walFrames.deallocate()
+    }
+
+    /// Turns off SQLite's automatic checkpoint on this connection (it runs inside the commit that crosses
+    /// 1000 WAL frames) and records the WAL's length after each commit instead, for a ``WALCheckpointer``.
+    func checkpointElsewhere() {
+        lock.withLock { _ in connection.watchWAL(frames: walFrames) }
+    }
+
+    /// The WAL's length after this connection's last commit (0 until ``checkpointElsewhere()``).
+    var recordedWALFrames: Int {
+        get { Int(CSQLite_wal_frames(walFrames)) }
+        set { CSQLite_set_wal_frames(walFrames, Int32(clamping: newValue)) }
     }
 
     // MARK: Schema

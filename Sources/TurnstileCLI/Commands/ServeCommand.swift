@@ -8,6 +8,7 @@ import Turnstile
 import TurnstileCore
 import TurnstileHTTP
 import TurnstilePipeline
+import TurnstileSQLite
 
 /// `turnstile serve`: the webhook endpoint providers call.
 struct ServeCommand: TurnstileCommand {
@@ -41,6 +42,16 @@ struct ServeCommand: TurnstileCommand {
         let metrics = PipelineMetrics()
         let state = ServeState()
         let committer = GroupCommitter(pipeline: receiver.pipeline)
+        // On SQLite, WAL checkpoints run on a thread of their own instead of inside the group commit.
+        var checkpointer: WALCheckpointer? = nil
+        if let store = receiver.store as? SQLiteEventStore, store.path != ":memory:" {
+            do {
+                checkpointer = try WALCheckpointer(store: store, others: [receiver.dispatchStore as? SQLiteEventStore].compactMap { $0 },
+                                                   logger: logger)
+            } catch {
+                throw InputError(.unreadableFile, error.message, file: config.file, field: "store")
+            }
+        }
         let dispatcher = Dispatcher(store: receiver.dispatchStore, registry: receiver.registry, settings: config.dispatch, logger: logger,
                                     observer: { _, handler, succeeded, seconds in
                                         metrics.recordHandlerRun(handler: handler, succeeded: succeeded, seconds: seconds)
@@ -97,6 +108,7 @@ struct ServeCommand: TurnstileCommand {
         state.stopDispatch()
         _ = try? await dispatching.value
         _ = await maintenance.value
+        checkpointer?.stop()
         logger.info("stopped", ["queue_depth": String((try? receiver.store.queueDepth()) ?? -1)])
         logHandler.flush()
         return ExitStatus.success
