@@ -144,7 +144,9 @@ final class EventLoop: @unchecked Sendable {
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
     /// The loop thread's `pthread_self()`, so that answers given on it need no wake-up.
     private let thread = Atomic<UInt>(0)
-    private let flags = Mutex<(stop: Bool, accepting: Bool, busy: Bool)>((false, true, false))
+    /// `busy`: requests in flight or answers unwritten, as of the last sweep; `swept`: a sweep has run since
+    /// accepting stopped, so `busy` is up to date for a shutdown.
+    private let flags = Mutex<(stop: Bool, accepting: Bool, busy: Bool, swept: Bool)>((false, true, false, false))
     private let stopped = DispatchSemaphore(value: 0)
 
     private static let listenerID: UInt64 = 0
@@ -203,8 +205,9 @@ final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Requests being answered, or answers not yet written.
-    var hasWorkInFlight: Bool { flags.withLock { $0.busy } }
+    /// Requests being answered, or answers not yet written (true until the loop has looked at its
+    /// connections since accepting stopped).
+    var hasWorkInFlight: Bool { flags.withLock { $0.busy || !$0.swept } }
 
     private func signal() { _ = CTurnstileLinux_eventfd_signal(wake) }
 
@@ -220,6 +223,7 @@ final class EventLoop: @unchecked Sendable {
         thread.store(UInt(pthread_self()), ordering: .releasing)
         var events = [CTurnstileLinux_event](repeating: CTurnstileLinux_event(), count: 256)
         var acceptingRegistered = true
+        var lastSweep = 0.0
         while true {
             let (stop, accepting) = flags.withLock { ($0.stop, $0.accepting) }
             if stop { break }
@@ -248,9 +252,19 @@ final class EventLoop: @unchecked Sendable {
                 }
             }
             deliverCompletions()
-            expire()
-            let busy = connections.values.contains { $0.inFlight > 0 || $0.outbound.count > $0.outboundOffset }
-            flags.withLock { $0.busy = busy }
+            // Timeouts and the in-flight flag look at every connection: every 50 ms, not every round, so
+            // thousands of idle keep-alive connections cost nothing per request (every round once a
+            // shutdown waits on the flag).
+            let moment = now
+            if moment - lastSweep >= 0.05 || !accepting {
+                lastSweep = moment
+                expire()
+                let busy = connections.values.contains { $0.inFlight > 0 || $0.outbound.count > $0.outboundOffset }
+                flags.withLock {
+                    $0.busy = busy
+                    $0.swept = !accepting
+                }
+            }
         }
         for connection in Array(connections.values) { close(connection) }
         Glibc.close(epoll)
