@@ -96,4 +96,3 @@ public final class GroupCommitter: Sendable {
         }
     }
 }
-

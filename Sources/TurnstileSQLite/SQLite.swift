@@ -86,10 +86,10 @@ final class SQLiteConnection {
         sqlite3_wal_hook(handle, nil, nil)
     }
 
-    /// Runs a checkpoint of `mode` (`PASSIVE`, `RESTART`, …); returns the WAL's frames and how many of them
-    /// are now in the database.
-    func checkpoint(_ mode: String) throws(SQLiteError) -> (walFrames: Int, checkpointed: Int) {
-        let statement = try prepare("PRAGMA wal_checkpoint(\(mode))")
+    /// Runs a `PASSIVE` checkpoint (copies what it can without waiting for readers or writers); returns the
+    /// WAL's frames and how many of them are now in the database.
+    func checkpointPassively() throws(SQLiteError) -> (walFrames: Int, checkpointed: Int) {
+        let statement = try prepare("PRAGMA wal_checkpoint(PASSIVE)")
         defer { statement.reset() }
         guard try statement.step() else { return (0, 0) }
         return (Int(statement.int64(1)), Int(statement.int64(2)))

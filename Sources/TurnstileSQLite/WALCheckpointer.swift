@@ -15,7 +15,8 @@ import Synchronization
 /// Related SQLite documentation: <https://www.sqlite.org/wal.html#ckpt>, <https://www.sqlite.org/c3ref/wal_checkpoint_v2.html>
 public final class WALCheckpointer: Sendable {
     private let stores: [SQLiteEventStore]
-    private let connection: Mutex<SQLiteConnection?>
+    /// Used only on the checkpoint thread; the mutex makes the class `Sendable`.
+    private let connection: Mutex<SQLiteConnection>
     private let thresholdFrames: Int
     private let logger: Logger
     private let stopped = Atomic<Bool>(false)
@@ -76,9 +77,8 @@ public final class WALCheckpointer: Sendable {
     /// keep the last frames from being copied; the WAL is then reset by a later round).
     private func round() throws -> Bool {
         try connection.withLock { connection -> Bool in
-            guard let connection else { return true }
-            _ = try connection.checkpoint("PASSIVE")
-            let (walFrames, checkpointed) = try withAllLocks { try connection.checkpoint("PASSIVE") }
+            _ = try connection.checkpointPassively()
+            let (walFrames, checkpointed) = try withAllLocks { try connection.checkpointPassively() }
             guard walFrames == checkpointed else { return false }
             // Everything is in the database: the next commit rewrites the WAL from its start.
             for store in stores { store.recordedWALFrames = 0 }

@@ -223,13 +223,7 @@ struct WebhookService: Sendable {
         guard request.method == "POST" else {
             return writer.respond(HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "POST"]))
         }
-        deliver(request, provider: provider) { verdict, receivedAt, finish in
-            if inbound.applies(to: verdict, provider: provider) {
-                Task { writer.respond(finish(await inbound.answer(provider: provider, verdict: verdict, body: request.body, receivedAt: receivedAt))) }
-            } else {
-                writer.respond(building: { finish(nil) })
-            }
-        }
+        deliver(request, provider: provider, writer: writer)
     }
 
     /// The routes other than `/webhooks/<provider>`.
@@ -267,27 +261,24 @@ struct WebhookService: Sendable {
         return "\(hundredths / 100)." + (fraction < 10 ? "0" : "") + String(fraction)
     }
 
-    /// Verifies and submits one delivery. `then` gets the verdict (on the loop thread for a rejection, on
-    /// the group-commit writer after the commit otherwise), the delivery's arrival time, and `finish`, which
-    /// records the delivery (metrics, log line) and makes the HTTP answer; `finish`'s argument is the answer
-    /// of a request/response webhook, if any.
-    private func deliver(_ request: HTTPRequest, provider: String,
-                         then: @escaping @Sendable (DeliveryVerdict, Instant, _ finish: @escaping @Sendable (String?) -> HTTPResponse) -> Void) {
+    /// Verifies and submits one delivery; the answer goes to `writer` once its transaction committed (at
+    /// once for a rejection). The answer is formatted, and the delivery recorded in the metrics and the log,
+    /// on the loop thread, not on the group-commit writer; an inbound call's answer is awaited on a task.
+    private func deliver(_ request: HTTPRequest, provider: String, writer: HTTPResponseWriter) {
         let started = DispatchTime.now().uptimeNanoseconds
-        let receivedAt = SystemWallClock().now()
         if state.shuttingDown || state.queueDepth >= receiver.config.queueBound {
             let reason = state.shuttingDown ? "shutting down" : "queue over its bound"
             metrics.recordDelivery(provider: provider, outcome: .rejected, reason: .storeUnavailable, seconds: 0)
             logger.warning("delivery", ["provider": provider, "outcome": "rejected", "reason": "store_unavailable", "detail": reason, "status": "503"])
-            var verdict = DeliveryVerdict(outcome: .rejected, reason: .storeUnavailable)
-            verdict.detail = reason
-            return then(verdict, receivedAt) { _ in HTTPResponse.json(503, Self.unavailable, headers: ["Retry-After": "5"]) }
+            return writer.respond(HTTPResponse.json(503, Self.unavailable, headers: ["Retry-After": "5"]))
         }
         var headers = HeaderFields()
         for field in request.headers { headers.append(name: field.name, value: field.value) }
+        let receivedAt = SystemWallClock().now()
         let delivery = Delivery(provider: provider, receivedAt: receivedAt, headers: headers, body: request.body, path: request.path)
         committer.submit(delivery) { [self] verdict in
-            then(verdict, receivedAt) { inboundAnswer in
+            // Records the delivery and makes its answer; `inboundAnswer` is a request/response webhook's.
+            let finish = { @Sendable (inboundAnswer: String?) -> HTTPResponse in
                 let answer = ReceiveResponse(verdict)
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                 metrics.recordDelivery(provider: provider, outcome: verdict.outcome, reason: verdict.reason, seconds: seconds)
@@ -295,11 +286,16 @@ struct WebhookService: Sendable {
                     "provider": provider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
                     "event_key": verdict.eventKey ?? "-", "status": String(answer.status), "latency_ms": Self.milliseconds(seconds),
                 ])
-                // Request/response: the answer routes the call; a repeat gets the answer kept for the first.
                 if let inboundAnswer { return HTTPResponse.json(200, inboundAnswer) }
                 var responseHeaders = HTTPHeaders()
                 if answer.status == 503 { responseHeaders.append(name: "Retry-After", value: "5") }
                 return HTTPResponse.json(answer.status, answer.body, headers: responseHeaders)
+            }
+            if inbound.applies(to: verdict, provider: provider) {
+                // Request/response: the answer routes the call; a repeat gets the answer kept for the first.
+                Task { writer.respond(finish(await inbound.answer(provider: provider, verdict: verdict, body: request.body, receivedAt: receivedAt))) }
+            } else {
+                writer.respond(building: { finish(nil) })
             }
         }
     }
