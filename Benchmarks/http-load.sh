@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Load figures for `turnstile serve`: wrk posting distinct signed 1 KB deliveries at 64 connections on
-# 127.0.0.1 with durable (synchronous=FULL) acknowledgement, then the same wrk run against nginx answering a
-# fixed 200 with one worker, in the same run. Then a 60-second run sampling the receiver's RSS.
+# 127.0.0.1 with durable (synchronous=FULL) acknowledgement; then, in the same run and with the same wrk
+# script, three references: `serve` on an in-memory SQLite store (the whole pipeline with no disk writes, not
+# durable), Turnstile's HTTP server answering a fixed 200 (`turnstile bench http-reference`: no
+# verification, store or log), and nginx answering a fixed 200 with one worker. Then a 60-second run of the
+# durable receiver sampling its RSS.
 #
 #   bash Benchmarks/http-load.sh [SECONDS]        (default 15; needs wrk, nginx, python3)
 #
@@ -18,42 +21,55 @@ swift build -c release >/dev/null
 bin=.build/release/turnstile
 secret="load-test-secret-$(date +%s)"
 printf '%s' "$secret" > "$work/secret"
-cat > "$work/turnstile.json" <<JSON
-{"store":"sqlite:$work/turnstile.db","listen":"127.0.0.1:0","max_body_bytes":65536,
+write_config() { # STORE
+    cat > "$work/turnstile.json" <<JSON
+{"store":"$1","listen":"127.0.0.1:0","max_body_bytes":65536,
  "providers":{"github":{"scheme":"github","secrets":["file:secret"]}},
  "dispatch":{"batch_size":256},
  "handlers":[{"name":"all","type":"jsonl","path":"$work/events.jsonl","events":["*"]}]}
 JSON
+}
 
-start_serve() {
+start() { # COMMAND... : runs it with stderr to serve.log and waits for the port it announces
     rm -f "$work"/turnstile.db* "$work/events.jsonl"
-    "$bin" serve --config "$work/turnstile.json" 2>"$work/serve.log" &
+    "$@" 2>"$work/serve.log" &
     echo $! > "$work/serve.pid"
     for _ in $(seq 100); do
-        port=$(grep -o '"address":"127.0.0.1:[0-9]*' "$work/serve.log" 2>/dev/null | grep -o '[0-9]*$' || true)
+        port=$(grep -o '127\.0\.0\.1:[0-9]*' "$work/serve.log" 2>/dev/null | head -1 | grep -o '[0-9]*$' || true)
         [ -n "$port" ] && return 0
         sleep 0.05
     done
-    echo "serve did not start" >&2; cat "$work/serve.log" >&2; exit 1
+    echo "$1 did not start" >&2; cat "$work/serve.log" >&2; exit 1
 }
+
+stop() { kill -TERM "$(cat "$work/serve.pid")"; wait "$(cat "$work/serve.pid")" 2>/dev/null || true; }
 
 run_wrk() { # URL SECONDS
     SECRET="$secret" wrk -t$threads -c$connections -d"$2"s --latency -s Benchmarks/post-deliveries.lua "$1"
 }
 
-summarize() { # wrk output file, name
-    local rps p50 p99
-    rps=$(awk '/Requests\/sec/ {print $2}' "$1")
-    p50=$(awk '/^ +50%/ {print $2}' "$1")
-    p99=$(awk '/^ +99%/ {print $2}' "$1")
-    printf '%-34s %12s req/s   p50 %-9s p99 %s\n' "$2" "$rps" "$p50" "$p99"
-    echo "$rps"
+rate() { awk '/Requests\/sec/ {print $2}' "$1"; }
+
+row() { # wrk output file, name
+    printf '%-44s %12s req/s   p50 %-9s p99 %-9s %s of nginx\n' "$2" "$(rate "$1")" \
+        "$(awk '/^ +50%/ {print $2}' "$1")" "$(awk '/^ +99%/ {print $2}' "$1")" \
+        "$(python3 -c "print('%.0f%%' % (100 * float('$(rate "$1")') / float('$(rate "$work/nginx.wrk")')))")"
 }
 
-start_serve
+write_config "sqlite:$work/turnstile.db"
+start "$bin" serve --config "$work/turnstile.json"
 run_wrk "http://127.0.0.1:$port" "$seconds" > "$work/turnstile.wrk"
-kill -TERM "$(cat "$work/serve.pid")"; wait "$(cat "$work/serve.pid")" 2>/dev/null || true
-status_codes=$(grep -c '"status":"200"' "$work/serve.log" || true)
+stop
+durable=$(grep -c '"status":"200"' "$work/serve.log" || true)
+
+write_config "sqlite::memory:"
+start "$bin" serve --config "$work/turnstile.json"
+run_wrk "http://127.0.0.1:$port" "$seconds" > "$work/memory.wrk"
+stop
+
+start "$bin" bench http-reference --listen 127.0.0.1:0
+run_wrk "http://127.0.0.1:$port" "$seconds" > "$work/reference.wrk"
+stop
 
 mkdir -p "$work/nginx"/{client_body,proxy,fastcgi,uwsgi,scgi}
 nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -80,21 +96,22 @@ kill -QUIT "$(cat "$work/nginx/nginx.pid")"; sleep 0.3
 
 echo
 echo "wrk -t$threads -c$connections -d${seconds}s --latency, distinct signed 1 KB POSTs, 127.0.0.1 ($(nproc) cores)"
-ours=$(summarize "$work/turnstile.wrk" "turnstile serve (durable 200s)" | tail -1)
-summarize "$work/turnstile.wrk" "turnstile serve (durable 200s)" | head -1
-theirs=$(summarize "$work/nginx.wrk" "nginx, fixed 200, 1 worker" | tail -1)
-summarize "$work/nginx.wrk" "nginx, fixed 200, 1 worker" | head -1
-python3 -c "print('turnstile / nginx: %.0f%%' % (100 * float('$ours') / float('$theirs')))"
-echo "durable 200s logged by the receiver: $status_codes"
+row "$work/turnstile.wrk" "turnstile serve (SQLite file, durable 200s)"
+row "$work/memory.wrk" "turnstile serve (SQLite in memory, no disk)"
+row "$work/reference.wrk" "turnstile HTTP server, fixed 200"
+row "$work/nginx.wrk" "nginx, fixed 200, 1 worker"
+echo "durable 200s logged by the receiver: $durable"
 
 echo
-echo "60-second run, receiver RSS every 10 s (KiB):"
-start_serve
+echo "60-second run, durable receiver RSS every 10 s (KiB):"
+write_config "sqlite:$work/turnstile.db"
+start "$bin" serve --config "$work/turnstile.json"
 pid=$(cat "$work/serve.pid")
 ( for _ in 1 2 3 4 5 6 7; do ps -o rss= -p "$pid" | tr -d ' '; sleep 10; done ) > "$work/rss.txt" &
 sampler=$!
 run_wrk "http://127.0.0.1:$port" 60 > "$work/long.wrk"
 wait "$sampler"
-kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-summarize "$work/long.wrk" "turnstile serve, 60 s" | head -1
+stop
+printf '%-44s %12s req/s   p50 %-9s p99 %s\n' "turnstile serve, 60 s" "$(rate "$work/long.wrk")" \
+    "$(awk '/^ +50%/ {print $2}' "$work/long.wrk")" "$(awk '/^ +99%/ {print $2}' "$work/long.wrk")"
 tr '\n' ' ' < "$work/rss.txt"; echo

@@ -7,10 +7,11 @@ import Synchronization
 /// every answer waiting on that commit waits for the copy and the database's fsync too.)
 ///
 /// A round starts once the WAL holds `thresholdFrames`. It copies what the WAL holds while writers go on
-/// (`PASSIVE`), then copies again while holding the stores' locks, so that the few frames committed
-/// meanwhile are copied too and the next commit starts the WAL from its beginning. Without that second
-/// step a WAL that writers never stop appending to is never reset and grows without bound. Durability does
-/// not depend on checkpoints: a commit is durable once its WAL frames are synced.
+/// (`PASSIVE`), again and again while they append faster than a short tail, then copies that tail while
+/// holding the stores' locks (the admission store's last, so its writer waits only for the copy), so that
+/// the next commit starts the WAL from its beginning. Without that last step a WAL that writers never stop
+/// appending to is never reset and grows without bound. Durability does not depend on checkpoints: a commit
+/// is durable once its WAL frames are synced.
 ///
 /// Related SQLite documentation: <https://www.sqlite.org/wal.html#ckpt>, <https://www.sqlite.org/c3ref/wal_checkpoint_v2.html>
 public final class WALCheckpointer: Sendable {
@@ -33,7 +34,9 @@ public final class WALCheckpointer: Sendable {
         } catch {
             throw StoreError(.unavailable, "cannot open a checkpoint connection to \(store.path): \(error)")
         }
-        self.stores = [store] + others.filter { $0 !== store }
+        // The admission store last: its writer, which senders wait on, is held back only for the copy itself,
+        // not while this thread waits for the other connections' transactions to end.
+        self.stores = others.filter { $0 !== store } + [store]
         self.connection = Mutex(connection)
         self.thresholdFrames = thresholdFrames
         self.logger = logger
@@ -77,14 +80,26 @@ public final class WALCheckpointer: Sendable {
     /// keep the last frames from being copied; the WAL is then reset by a later round).
     private func round() throws -> Bool {
         try connection.withLock { connection -> Bool in
-            _ = try connection.checkpointPassively()
-            let (walFrames, checkpointed) = try withAllLocks { try connection.checkpointPassively() }
-            guard walFrames == checkpointed else { return false }
+            // Each pass copies what was committed when it began; repeat while the writers keep appending, so
+            // that the step that holds them back has only a short tail to copy.
+            var checkpointed = try connection.checkpointPassively().checkpointed
+            for _ in 1..<Self.maximumUnlockedPasses {
+                let tail = (stores.map(\.recordedWALFrames).max() ?? 0) - checkpointed
+                guard tail > Self.shortTailFrames else { break }
+                checkpointed = try connection.checkpointPassively().checkpointed
+            }
+            let (walFrames, copied) = try withAllLocks { try connection.checkpointPassively() }
+            guard walFrames == copied else { return false }
             // Everything is in the database: the next commit rewrites the WAL from its start.
             for store in stores { store.recordedWALFrames = 0 }
             return true
         }
     }
+
+    /// Passes beside the writers before the one that holds them back.
+    private static let maximumUnlockedPasses = 8
+    /// A tail short enough to copy while the writers wait (about one busy commit's pages).
+    private static let shortTailFrames = 64
 
     /// Runs `body` while every store's connection is held (in a fixed order: only this thread takes more
     /// than one of these locks).

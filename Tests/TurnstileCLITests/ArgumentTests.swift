@@ -52,6 +52,8 @@ import TurnstileCore
         #expect(throws: UsageError.self) { try BenchCommand(try ParsedArguments.parse(["--runs", "1"], for: BenchCommand.spec)) }
         #expect(throws: UsageError.self) { try BenchCommand(try ParsedArguments.parse(["verify", "--runs", "0"], for: BenchCommand.spec)) }
         #expect(try BenchCommand(try ParsedArguments.parse(["verify", "--runs", "2"], for: BenchCommand.spec)).runs == 2)
+        #expect(throws: UsageError.self) { try BenchCommand(try ParsedArguments.parse(["http-reference"], for: BenchCommand.spec)) }
+        #expect(try BenchCommand(try ParsedArguments.parse(["http-reference", "--listen", "127.0.0.1:0"], for: BenchCommand.spec)).listen == "127.0.0.1:0")
     }
 
     @Test func helpIsGeneratedFromTheSpec() async {

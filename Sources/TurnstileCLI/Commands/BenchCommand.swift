@@ -8,15 +8,16 @@ struct BenchCommand: TurnstileCommand {
     static let spec = CommandSpec(
         name: "bench",
         abstract: "Print throughput figures next to raw-library references measured in the same run.",
-        usage: "bench verify [--runs N] [--seconds S] [--scheme NAME] | bench pipeline [--runs N] [--count N] [--replay N]",
+        usage: "bench verify [--runs N] [--seconds S] [--scheme NAME] | bench pipeline [--runs N] [--count N] [--replay N] | bench http-reference --listen HOST:PORT",
         options: [
             .option("runs", "N", help: "Measurements per figure; the median is printed (default 5 for verify, 3 for pipeline)."),
             .option("seconds", "S", help: "verify: rough length of one measurement in seconds (default 0.3)."),
             .option("scheme", "NAME", help: "verify: measure only this scheme (for profiling)."),
             .option("count", "N", help: "pipeline: deliveries per measurement (default 20000)."),
             .option("replay", "N", help: "pipeline: also time the replay command on N generated deliveries (default 100000; 0 skips)."),
+            .option("listen", "HOST:PORT", help: "http-reference: where to listen (port 0 picks a free one)."),
         ],
-        positionals: ("verify | pipeline", true),
+        positionals: ("verify | pipeline | http-reference", true),
         discussion: """
             verify: verifications per second of every scheme on 1 KB bodies (the whole Ingest.verify path: header
             look-up, parsing, HMAC, body fields, timestamps), next to raw OpenSSL HMAC-SHA256 on the same bodies with
@@ -24,6 +25,8 @@ struct BenchCommand: TurnstileCommand {
             pipeline: deliveries per second through verify + dedup + durable enqueue on SQLite (synchronous=FULL), next to
             plain SQLite inserts of the same rows with the same transaction batching; then wall time and peak memory of
             the replay command on generated files of N/10 and N deliveries.
+            http-reference: Turnstile's HTTP server answering every request with a fixed 200 (no verification, store or
+            log) until SIGTERM/SIGINT, for a load generator to measure beside nginx and `serve` (Benchmarks/http-load.sh).
             """)
 
     let target: String
@@ -32,12 +35,16 @@ struct BenchCommand: TurnstileCommand {
     let only: String?
     let count: Int
     let replayCount: Int
+    let listen: String?
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
-        guard arguments.positionals.count == 1, let target = arguments.positionals.first, ["verify", "pipeline"].contains(target) else {
-            throw UsageError("say what to measure: verify or pipeline")
+        guard arguments.positionals.count == 1, let target = arguments.positionals.first,
+              ["verify", "pipeline", "http-reference"].contains(target) else {
+            throw UsageError("say what to measure: verify, pipeline or http-reference")
         }
         self.target = target
+        listen = arguments.value("listen")
+        if target == "http-reference", listen == nil { throw UsageError("bench http-reference needs --listen HOST:PORT") }
         runs = try arguments.positiveInteger("runs") ?? (target == "verify" ? 5 : 3)
         count = try arguments.positiveInteger("count") ?? 20_000
         if let text = arguments.value("replay") {
@@ -61,6 +68,9 @@ struct BenchCommand: TurnstileCommand {
     func run(console: any Console) async throws -> Int32 {
         if target == "pipeline" {
             return try await PipelineBench(runs: runs, count: count, replayCount: replayCount, console: console).run()
+        }
+        if target == "http-reference", let listen {
+            return try await HTTPReferenceBench(listen: listen, console: console).run()
         }
         let cases = try VerifyBenchCase.all().filter { only == nil || $0.name == only }
         let referenceKey = Array("whsec_bench_reference_key_0123456789".utf8)
