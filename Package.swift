@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
         // Test helpers (a raw HTTP client over TCP) shared by the test targets; not part of any product.
         .target(name: "TurnstileTestSupport", path: "Tests/TurnstileTestSupport"),
-        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore", "TurnstileTestSupport"]),
+        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore", "TurnstileIngest", "TurnstileTestSupport"]),
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile"]),
         .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport"]),
         .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore"]),

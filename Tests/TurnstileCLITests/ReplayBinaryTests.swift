@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Testing
 import TurnstileCore
+import TurnstileIngest
 
 /// A config in a temporary folder: the fixtures' providers and secrets, a file store, one jsonl handler.
 struct TemporaryConfig {
@@ -187,15 +188,24 @@ struct TemporaryConfig {
 }
 
 /// Writes `count` distinct, valid GitHub deliveries of about 1 KB.
+/// `count` distinct GitHub deliveries of about 1 KB, signed as `turnstile sign` signs them (with the fixtures'
+/// config and the same signer), written as NDJSON. Signed in this process: running the binary once per
+/// delivery made the tests that need hundreds of them slow.
 func makeSignedDeliveries(count: Int, into path: String) throws {
-    let folder = try temporaryFolder()
+    let config = try TurnstileConfig.load(path: repositoryRoot + "/fixtures/turnstile.json")
+    let scheme = try #require(try Ingest(config: config).scheme(for: "github"))
+    let now = SystemWallClock().now()
+    let signedAt = Instant(secondsSince1970: Double(now.unixSeconds))
     var lines: [String] = []
     for index in 0..<count {
-        let body = #"{"ref":"refs/heads/main","index":\#(index),"padding":"\#(String(repeating: "x", count: 900))"}"#
-        try body.write(toFile: folder + "/body", atomically: true, encoding: .utf8)
-        let signed = try run(["sign", "--config", "fixtures/turnstile.json", "--provider", "github", "--body-file", folder + "/body",
-                              "--id", "delivery-\(index)", "--event", "push"])
-        lines.append(signed.stdout.trimmingCharacters(in: .newlines))
+        let body = Array(#"{"ref":"refs/heads/main","index":\#(index),"padding":"\#(String(repeating: "x", count: 900))"}"#.utf8)
+        var headers = HeaderFields([("Content-Type", "application/json")])
+        for field in try scheme.signatureHeaders(body: body, at: now, id: "delivery-\(index)", eventType: "push") {
+            headers.append(name: field.name, value: field.value)
+        }
+        let delivery = Delivery(provider: "github", receivedAt: signedAt, headers: headers, body: body, id: "delivery-\(index)",
+                                path: "/webhooks/github")
+        lines.append(delivery.jsonValue.serialized())
     }
     try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
 }
