@@ -56,9 +56,17 @@ row() { # wrk output file, name
         "$(python3 -c "print('%.0f%%' % (100 * float('$(rate "$1")') / float('$(rate "$work/nginx.wrk")')))")"
 }
 
+schedstat() { # PID: per thread name, nanoseconds on a core and waiting for one (/proc/PID/task/*/schedstat)
+    for task in /proc/"$1"/task/*; do echo "$(tr ' ' _ < "$task/comm") $(cat "$task/schedstat")"; done |
+        awk '{on[$1] += $2; wait[$1] += $3} END {for (name in on) print name, on[name], wait[name]}' | sort
+}
+
 write_config "sqlite:$work/turnstile.db"
 start "$bin" serve --config "$work/turnstile.json"
-run_wrk "http://127.0.0.1:$port" "$seconds" > "$work/turnstile.wrk"
+schedstat "$(cat "$work/serve.pid")" > "$work/sched.before"
+TIMEFORMAT="%U %S"
+{ time run_wrk "http://127.0.0.1:$port" "$seconds" > "$work/turnstile.wrk"; } 2> "$work/wrk.cpu"
+schedstat "$(cat "$work/serve.pid")" > "$work/sched.after"
 stop
 durable=$(grep -c '"status":"200"' "$work/serve.log" || true)
 
@@ -101,6 +109,16 @@ row "$work/memory.wrk" "turnstile serve (SQLite in memory, no disk)"
 row "$work/reference.wrk" "turnstile HTTP server, fixed 200"
 row "$work/nginx.wrk" "nginx, fixed 200, 1 worker"
 echo "durable 200s logged by the receiver: $durable"
+requests=$(awk '/requests in/ {print $1}' "$work/turnstile.wrk")
+echo "CPU per request in the durable run, by thread (µs on a core / µs waiting for a free core;"
+echo "swift-tasks: dispatch and handlers, ts-commit: group commit, ts-http-loop: HTTP, verification, log):"
+join "$work/sched.before" "$work/sched.after" | awk -v n="$requests" '
+    {name = $1; sub(/.*(default-qos|overcommit)$/, "swift-tasks", name); on[name] += $4 - $2; wait[name] += $5 - $3; total += $4 - $2}
+    END {
+        for (name in on) if ((on[name] + wait[name]) / n >= 500) printf "  %-16s %6.1f / %6.1f\n", name, on[name] / n / 1000, wait[name] / n / 1000
+        printf "  %-16s %6.1f\n", "receiver, all", total / n / 1000
+    }'
+awk -v n="$requests" '{printf "  %-16s %6.1f\n", "wrk (client)", ($1 + $2) * 1e6 / n}' "$work/wrk.cpu"
 
 echo
 echo "60-second run, durable receiver RSS every 10 s (KiB):"
