@@ -59,7 +59,7 @@ public final class WALCheckpointer: Sendable {
         var lastFrames = 0
         while !stopped.load(ordering: .relaxed) {
             usleep(pause)
-            let frames = stores.map(\.recordedWALFrames).max() ?? 0
+            let frames = recordedWALFrames
             // Every 2 ms while commits come in; up to every 200 ms on an idle store.
             pause = frames == lastFrames ? min(pause * 2, 200_000) : 2_000
             lastFrames = frames
@@ -84,7 +84,7 @@ public final class WALCheckpointer: Sendable {
             // that the step that holds them back has only a short tail to copy.
             var checkpointed = try connection.checkpointPassively().checkpointed
             for _ in 1..<Self.maximumUnlockedPasses {
-                let tail = (stores.map(\.recordedWALFrames).max() ?? 0) - checkpointed
+                let tail = recordedWALFrames - checkpointed
                 guard tail > Self.shortTailFrames else { break }
                 checkpointed = try connection.checkpointPassively().checkpointed
             }
@@ -95,6 +95,9 @@ public final class WALCheckpointer: Sendable {
             return true
         }
     }
+
+    /// The WAL's length after the last commit of any of the stores' connections.
+    private var recordedWALFrames: Int { stores.map(\.recordedWALFrames).max() ?? 0 }
 
     /// Passes beside the writers before the one that holds them back.
     private static let maximumUnlockedPasses = 8

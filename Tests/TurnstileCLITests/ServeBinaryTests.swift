@@ -268,26 +268,13 @@ final class Acknowledged: @unchecked Sendable {
 @Suite(.serialized) struct HTTPReferenceBenchTests {
     /// The reference server of `Benchmarks/http-load.sh`: our HTTP server with a fixed answer, stopped by SIGTERM.
     @Test func answersEveryRequestWithAFixed200AndExitsZeroOnSIGTERM() throws {
-        let folder = try temporaryFolder()
-        let logPath = folder + "/reference.log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: turnstileBinary)
-        process.arguments = ["bench", "http-reference", "--listen", "127.0.0.1:0"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        var port: Int? = nil
-        for _ in 0..<500 where port == nil {
-            let log = try String(contentsOfFile: logPath, encoding: .utf8)
-            if let range = log.range(of: #"127\.0\.0\.1:[0-9]+"#, options: .regularExpression) {
-                port = Int(log[range].split(separator: ":").last ?? "")
-            } else {
-                usleep(20_000)
-            }
+        let port = try launchTurnstile(process, ["bench", "http-reference", "--listen", "127.0.0.1:0"],
+                                       logPath: try temporaryFolder() + "/reference.log") { line in
+            line.range(of: #"127\.0\.0\.1:[0-9]+"#, options: .regularExpression).flatMap { Int(line[$0].split(separator: ":").last ?? "") }
         }
-        let client = try RawClient(port: try #require(port))
+        let client = try RawClient(port: port)
         client.send("POST /webhooks/anything HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         let responses = client.responses(2)
         #expect(responses.map(\.status) == [200, 200])

@@ -10,28 +10,15 @@ final class RunningServer: @unchecked Sendable {
     let process = Process()
     let config: TemporaryConfig
     let logPath: String
-    private(set) var port: Int = 0
+    let port: Int
 
     init(config: TemporaryConfig) throws {
         self.config = config
         logPath = config.folder + "/serve.log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: turnstileBinary)
-        process.arguments = ["serve", "--config", config.path]
-        process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        try process.run()
-        for _ in 0..<500 {
-            if let line = try log().first(where: { $0.contains(#""msg":"listening""#) }),
-               let address = try JSONParser.parse(line)["address"]?.stringValue, let port = Int(address.split(separator: ":").last ?? "") {
-                self.port = port
-                return
-            }
-            usleep(20_000)
+        port = try launchTurnstile(process, ["serve", "--config", config.path], logPath: logPath) { line in
+            guard line.contains(#""msg":"listening""#), let address = try? JSONParser.parse(line)["address"]?.stringValue else { return nil }
+            return Int(address.split(separator: ":").last ?? "")
         }
-        process.terminate()
-        throw TestFailure("serve did not start: \(try log().joined(separator: "\n"))")
     }
 
     func log() throws -> [String] {
@@ -48,6 +35,26 @@ final class RunningServer: @unchecked Sendable {
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
+}
+
+/// Runs the `turnstile` binary in `process` from the repository root, its stderr going to `logPath`, and waits
+/// until `port` finds the port it listens on in a line of that log.
+func launchTurnstile(_ process: Process, _ arguments: [String], logPath: String, port: (String) -> Int?) throws -> Int {
+    _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+    process.executableURL = URL(fileURLWithPath: turnstileBinary)
+    process.arguments = arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle(forWritingAtPath: logPath)
+    try process.run()
+    for _ in 0..<500 {
+        for line in try String(contentsOfFile: logPath, encoding: .utf8).split(separator: "\n") {
+            if let found = port(String(line)) { return found }
+        }
+        usleep(20_000)
+    }
+    process.terminate()
+    throw TestFailure("turnstile \(arguments.first ?? "") did not start: \(try String(contentsOfFile: logPath, encoding: .utf8))")
 }
 
 /// A signed delivery from the fixtures, as an HTTP request.

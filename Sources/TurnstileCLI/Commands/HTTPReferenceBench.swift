@@ -17,7 +17,7 @@ struct HTTPReferenceBench {
         do { server = try HTTPServer(configuration: HTTPServerConfiguration(host: host, port: port), handler: { _, writer in writer.respond(answer) }) } catch {
             throw InputError(.invalidValue, error.message, file: "--listen", field: "listen")
         }
-        console.err("bench http-reference: listening on \(host.contains(":") ? "[\(host)]" : host):\(server.port), a fixed 200 for every request")
+        console.err("bench http-reference: listening on \(ServeCommand.shownAddress(host: host, port: server.port)), a fixed 200 for every request")
         _ = await signals.first()
         await server.shutdown(graceSeconds: 1)
         return ExitStatus.success

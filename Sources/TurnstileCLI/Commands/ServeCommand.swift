@@ -75,7 +75,7 @@ struct ServeCommand: TurnstileCommand {
             throw InputError(.invalidValue, error.message, file: config.file, field: "listen")
         }
         state.setConnectionCounter { server.openConnections }
-        let shown = host.contains(":") ? "[\(host)]:\(server.port)" : "\(host):\(server.port)"
+        let shown = Self.shownAddress(host: host, port: server.port)
         logger.info("listening", ["address": shown, "store": config.store.description, "providers": receiver.ingest.providerNames.joined(separator: ",")])
         logHandler.flush()
 
@@ -112,6 +112,11 @@ struct ServeCommand: TurnstileCommand {
         logger.info("stopped", ["queue_depth": String((try? receiver.store.queueDepth()) ?? -1)])
         logHandler.flush()
         return ExitStatus.success
+    }
+
+    /// `host:port` as a listen address is written: an IPv6 host in brackets.
+    static func shownAddress(host: String, port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     /// `HOST:PORT` or `[IPv6]:PORT`.
