@@ -38,24 +38,36 @@ public enum HTTPParserOutput: Sendable, Hashable {
 public struct HTTPRequestParser: Sendable {
     public let limits: HTTPLimits
 
+    /// Where the parser is in the current request. The request itself (``current``, ``body``) is kept
+    /// outside the state, so appending to the body never copies what was received before: parsing is linear
+    /// in the bytes received however the body is split into reads or chunks.
     private enum State: Sendable {
         case head
-        case lengthBody(head: HTTPRequest, remaining: Int)
-        case chunkSize(head: HTTPRequest)
-        case chunkData(head: HTTPRequest, remaining: Int)
-        case chunkDataEnd(head: HTTPRequest)
-        case trailers(head: HTTPRequest, count: Int)
+        case lengthBody(remaining: Int)
+        case chunkSize
+        case chunkData(remaining: Int)
+        case chunkDataEnd
+        case trailers(count: Int, bytes: Int)
     }
 
     private var state: State = .head
-    /// Where the search for the end of the head resumes.
+    /// The head of the request whose body is being received.
+    private var current: HTTPRequest?
+    /// The body received so far.
+    private var body: [UInt8] = []
+    /// Where the search for the end of the head (or of a chunk-size or trailer line) resumes, from the
+    /// buffer's start: each byte is scanned once however the bytes arrive.
     private var scanned = 0
+    /// Whether the head scanned so far has a line feed (so the request line is complete).
+    private var sawLineFeed = false
+    /// Blank lines skipped before a request line, counted against the head limit.
+    private var leadingBlankBytes = 0
 
     public init(limits: HTTPLimits) { self.limits = limits }
 
     /// True between requests (nothing of the next request has been parsed).
     public var isIdle: Bool {
-        if case .head = state { return scanned == 0 }
+        if case .head = state { return scanned == 0 && leadingBlankBytes == 0 }
         return false
     }
 
@@ -65,112 +77,142 @@ public struct HTTPRequestParser: Sendable {
         return true
     }
 
+    /// Bytes of the unfinished request's body held so far (0 between requests).
+    public var bodyBytesHeld: Int { body.count }
+
     /// Consumes what it can from `buffer` (from `buffer.start`) and returns the next output, or nil when it
     /// needs more bytes.
     public mutating func next(_ buffer: inout HTTPByteBuffer) throws(HTTPParseError) -> HTTPParserOutput? {
         while true {
             switch state {
             case .head:
-                guard let (request, end) = try parseHead(buffer) else { return nil }
+                guard let (request, end) = try parseHead(&buffer) else { return nil }
                 buffer.consume(upTo: end)
                 scanned = 0
+                sawLineFeed = false
+                leadingBlankBytes = 0
                 let expectsContinue = request.headers["Expect"]?.lowercased() == "100-continue"
                 let chunked = request.headers["Transfer-Encoding"] != nil
                 if chunked {
-                    state = .chunkSize(head: request)
+                    state = .chunkSize
                 } else {
+                    // `validateFraming` has checked the digits and the limit, so this cannot fail or overflow.
                     let length = Int(request.headers["Content-Length"] ?? "0") ?? 0
                     if length == 0 { return .request(request) }
-                    state = .lengthBody(head: request, remaining: length)
+                    state = .lengthBody(remaining: length)
                 }
+                current = request
                 if expectsContinue && buffer.readable == 0 { return .continueExpected }
-            case .lengthBody(var head, let remaining):
+            case .lengthBody(let remaining):
                 let take = min(remaining, buffer.readable)
                 guard take > 0 else { return nil }
-                head.body.append(contentsOf: buffer.bytes[buffer.start..<(buffer.start + take)])
-                buffer.consume(count: take)
-                if take == remaining {
-                    state = .head
-                    return .request(head)
-                }
-                state = .lengthBody(head: head, remaining: remaining - take)
-            case .chunkSize(let head):
+                takeBody(from: &buffer, count: take)
+                if take == remaining { return finish() }
+                state = .lengthBody(remaining: remaining - take)
+            case .chunkSize:
                 guard let (line, end) = try line(in: buffer, limit: 1024, what: "chunk size line") else { return nil }
                 buffer.consume(upTo: end)
                 let sizeText = line.prefix { $0 != UInt8(ascii: ";") }
-                guard !sizeText.isEmpty, sizeText.count <= 16, sizeText.allSatisfy(Self.isHexDigit) else {
+                guard !sizeText.isEmpty, sizeText.allSatisfy(Self.isHexDigit) else {
                     throw HTTPParseError(400, "malformed chunk size")
                 }
                 let extensionBytes = line.dropFirst(sizeText.count)
                 guard extensionBytes.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7f) }) else {
                     throw HTTPParseError(400, "malformed chunk extension")
                 }
-                let size = sizeText.reduce(0) { $0 * 16 + Int(Self.hexValue($1)) }
-                if size == 0 {
-                    state = .trailers(head: head, count: 0)
-                } else {
-                    guard head.body.count + size <= limits.maxBodyBytes else {
+                // Read digit by digit against what the body may still take, so no size can overflow.
+                let room = limits.maxBodyBytes - body.count
+                var size = 0
+                for digit in sizeText {
+                    size = size * 16 + Int(Self.hexValue(digit))
+                    if size > room {
                         throw HTTPParseError(413, "the chunked body is larger than \(limits.maxBodyBytes) bytes")
                     }
-                    state = .chunkData(head: head, remaining: size)
                 }
-            case .chunkData(var head, let remaining):
+                state = size == 0 ? .trailers(count: 0, bytes: 0) : .chunkData(remaining: size)
+            case .chunkData(let remaining):
                 let take = min(remaining, buffer.readable)
                 guard take > 0 else { return nil }
-                head.body.append(contentsOf: buffer.bytes[buffer.start..<(buffer.start + take)])
-                buffer.consume(count: take)
-                state = take == remaining ? .chunkDataEnd(head: head) : .chunkData(head: head, remaining: remaining - take)
-            case .chunkDataEnd(let head):
+                takeBody(from: &buffer, count: take)
+                state = take == remaining ? .chunkDataEnd : .chunkData(remaining: remaining - take)
+            case .chunkDataEnd:
                 guard buffer.readable >= 2 else { return nil }
                 guard buffer.bytes[buffer.start] == 0x0d, buffer.bytes[buffer.start + 1] == 0x0a else {
                     throw HTTPParseError(400, "chunk data is not followed by CRLF")
                 }
                 buffer.consume(count: 2)
-                state = .chunkSize(head: head)
-            case .trailers(let head, let count):
-                guard let (line, end) = try line(in: buffer, limit: limits.maxHeaderBytes, what: "trailer") else { return nil }
+                state = .chunkSize
+            case .trailers(let count, let bytes):
+                let room = limits.maxHeaderBytes - bytes
+                guard let (line, end) = try line(in: buffer, limit: room, what: "trailer section") else { return nil }
                 buffer.consume(upTo: end)
-                if line.isEmpty {
-                    state = .head
-                    return .request(head)
-                }
+                if line.isEmpty { return finish() }
                 guard count < limits.maxHeaderCount else { throw HTTPParseError(431, "too many trailer fields") }
                 _ = try Self.parseField(line)
-                state = .trailers(head: head, count: count + 1)
+                state = .trailers(count: count + 1, bytes: bytes + line.count + 2)
             }
         }
     }
 
-    /// A CRLF-terminated line at the buffer's start: its bytes (without CRLF) and the index after it.
-    private func line(in buffer: HTTPByteBuffer, limit: Int, what: String) throws(HTTPParseError) -> ([UInt8], Int)? {
-        var index = buffer.start
+    private mutating func takeBody(from buffer: inout HTTPByteBuffer, count: Int) {
+        body.append(contentsOf: buffer.bytes[buffer.start..<(buffer.start + count)])
+        buffer.consume(count: count)
+    }
+
+    /// The complete request; the parser is ready for the next one.
+    private mutating func finish() -> HTTPParserOutput {
+        var request = current ?? HTTPRequest(method: "", target: "")
+        request.body = body
+        body = []
+        current = nil
+        state = .head
+        return .request(request)
+    }
+
+    /// A CRLF-terminated line at the buffer's start: its bytes (without CRLF) and the index after it. A line
+    /// longer than `limit` is refused with 431; the scan resumes where it stopped, so a line that arrives a
+    /// byte at a time is scanned once.
+    private mutating func line(in buffer: HTTPByteBuffer, limit: Int, what: String) throws(HTTPParseError) -> ([UInt8], Int)? {
+        var index = buffer.start + scanned
         while index < buffer.end {
             let byte = buffer.bytes[index]
             if byte == 0x0a { throw HTTPParseError(400, "bare LF in \(what)") }
             if byte == 0x0d {
-                guard index + 1 < buffer.end else { return nil }
+                guard index + 1 < buffer.end else { break }
                 guard buffer.bytes[index + 1] == 0x0a else { throw HTTPParseError(400, "bare CR in \(what)") }
+                scanned = 0
                 return (Array(buffer.bytes[buffer.start..<index]), index + 2)
             }
             index += 1
             if index - buffer.start > limit { throw HTTPParseError(431, "\(what) is too long") }
         }
+        scanned = index - buffer.start
         return nil
     }
 
-    /// Finds and parses a complete head; nil when more bytes are needed.
-    private mutating func parseHead(_ buffer: HTTPByteBuffer) throws(HTTPParseError) -> (HTTPRequest, Int)? {
+    /// Finds and parses a complete head; nil when more bytes are needed. Blank lines before the request
+    /// line are consumed (RFC 9112 section 2.2 allows them) and counted against the head limit.
+    private mutating func parseHead(_ buffer: inout HTTPByteBuffer) throws(HTTPParseError) -> (HTTPRequest, Int)? {
+        if scanned == 0 {
+            while buffer.readable >= 2, buffer.bytes[buffer.start] == 0x0d, buffer.bytes[buffer.start + 1] == 0x0a {
+                buffer.consume(count: 2)
+                leadingBlankBytes += 2
+                if leadingBlankBytes > limits.maxHeaderBytes {
+                    throw HTTPParseError(431, "the request head is larger than \(limits.maxHeaderBytes) bytes")
+                }
+            }
+            // A lone CR may be the start of one more blank line.
+            if buffer.readable == 1, buffer.bytes[buffer.start] == 0x0d { return nil }
+        }
+        let start = buffer.start
         // Scan for the blank line, refusing bare CR/LF as we go.
-        var index = max(buffer.start, buffer.start + scanned)
+        var index = start + scanned
         var headEnd: Int? = nil
-        // Tolerate (ignore) empty lines before the request line, as RFC 9112 section 2.2 allows.
-        var start = buffer.start
-        while start + 1 < buffer.end, buffer.bytes[start] == 0x0d, buffer.bytes[start + 1] == 0x0a { start += 2 }
-        if index < start { index = start }
         while index < buffer.end {
             let byte = buffer.bytes[index]
             if byte == 0x0a {
                 guard index > start, buffer.bytes[index - 1] == 0x0d else { throw HTTPParseError(400, "bare LF in the request head") }
+                sawLineFeed = true
                 if index - start >= 3, buffer.bytes[index - 2] == 0x0a, buffer.bytes[index - 3] == 0x0d {
                     headEnd = index + 1
                     break
@@ -181,15 +223,17 @@ public struct HTTPRequestParser: Sendable {
             index += 1
         }
         guard let headEnd else {
-            let pending = buffer.end - start
+            let pending = buffer.end - start + leadingBlankBytes
             if pending > limits.maxHeaderBytes { throw HTTPParseError(431, "the request head is larger than \(limits.maxHeaderBytes) bytes") }
-            if pending > limits.maxRequestLineBytes && !buffer.bytes[start..<buffer.end].contains(0x0a) {
+            if buffer.end - start > limits.maxRequestLineBytes && !sawLineFeed {
                 throw HTTPParseError(431, "the request line is longer than \(limits.maxRequestLineBytes) bytes")
             }
-            scanned = max(0, index - buffer.start - 3)
+            // Resume a little before the end, so a CRLFCRLF split across reads is still found; a CR at the
+            // very end was not judged yet either.
+            scanned = max(0, index - start - 3)
             return nil
         }
-        guard headEnd - start <= limits.maxHeaderBytes else {
+        guard headEnd - start + leadingBlankBytes <= limits.maxHeaderBytes else {
             throw HTTPParseError(431, "the request head is larger than \(limits.maxHeaderBytes) bytes")
         }
         // Lines of the head, without CRLF.
@@ -322,7 +366,8 @@ public struct HTTPByteBuffer: Sendable {
 
     private mutating func compactIfWorthIt() {
         if start == bytes.count {
-            bytes.removeAll(keepingCapacity: true)
+            // An idle connection keeps no large buffer: thousands of them must cost little memory.
+            bytes.removeAll(keepingCapacity: bytes.capacity <= 16 * 1024)
             start = 0
         } else if start > 64 * 1024 && start * 2 > bytes.count {
             bytes.removeSubrange(0..<start)

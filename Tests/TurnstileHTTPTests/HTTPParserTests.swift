@@ -77,22 +77,37 @@ private func requests(_ outputs: [HTTPParserOutput]) -> [HTTPRequest] {
         ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\nab", 400),
         ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n", 413),
         ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n", 413),
+        // Chunk sizes that overflowed an Int (a trap that killed the server), alone and after a first chunk.
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8000000000000000\r\n", 413),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\n", 413),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n7FFFFFFFFFFFFFFF\r\n", 413),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + String(repeating: "0", count: 40) + "1\r\nx\r\n0\r\n\r\n", 200),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999999999999\r\n\r\n", 413),
+        // Blank lines before a request line count against the head limit, as do trailers.
+        (String(repeating: "\r\n", count: 300) + "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 431),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + String(repeating: "X: \(String(repeating: "y", count: 40))\r\n", count: 9) + "\r\n", 200),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + String(repeating: "X: \(String(repeating: "y", count: 90))\r\n", count: 9) + "\r\n", 431),
         ("GET /" + String(repeating: "a", count: 300) + " HTTP/1.1\r\nHost: a\r\n\r\n", 431),
         ("GET / HTTP/1.1\r\nHost: a\r\n" + String(repeating: "X: y\r\n", count: 11) + "\r\n", 431),
         ("GET / HTTP/1.1\r\nHost: a\r\nX: " + String(repeating: "y", count: 600) + "\r\n\r\n", 431),
     ])
     func refusesWithTheRightStatus(text: String, status: Int) throws {
+        for chunkSize in [1, 7, Int.max] { try refuses(text: text, status: status, chunkSize: chunkSize) }
+    }
+
+    private func refuses(text: String, status: Int, chunkSize: Int) throws {
         var limits = HTTPLimits()
         limits.maxBodyBytes = 100
         limits.maxRequestLineBytes = 256
         limits.maxHeaderBytes = 512
         limits.maxHeaderCount = 10
         if status == 200 {
-            #expect(requests(try parseAll(text, limits: limits)).count == 1)
+            #expect(requests(try parseAll(text, limits: limits, chunkSize: chunkSize)).count == 1)
             return
         }
         do {
-            _ = try parseAll(text, limits: limits)
+            _ = try parseAll(text, limits: limits, chunkSize: chunkSize)
             Issue.record("expected \(status) for \(text.prefix(60))")
         } catch let error as HTTPParseError {
             #expect(error.status == status, "\(error.reason)")
@@ -105,6 +120,44 @@ private func requests(_ outputs: [HTTPParserOutput]) -> [HTTPRequest] {
         var parser = HTTPRequestParser(limits: limits)
         var buffer = HTTPByteBuffer(Array(("GET / HTTP/1.1\r\nX: " + String(repeating: "y", count: 200)).utf8))
         #expect(throws: HTTPParseError.self) { try parser.next(&buffer) }
+    }
+
+    /// A body sent a byte at a time, as Content-Length and as 1-byte chunks: the parser used to copy the body
+    /// so far on every append (1 MiB took 22 s). Two sizes in one run; linear work grows about 4x for 4x the
+    /// bytes, the old quadratic work 16x. The bound (10x) leaves room for noise without hiding a square.
+    @Test(arguments: [false, true])
+    func parsingIsLinearInTheBytesReceived(chunked: Bool) throws {
+        func seconds(bodyBytes: Int) throws -> Double {
+            var limits = HTTPLimits()
+            limits.maxBodyBytes = 8 << 20
+            var parser = HTTPRequestParser(limits: limits)
+            var buffer = HTTPByteBuffer()
+            let head = chunked ? "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                : "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \(bodyBytes)\r\n\r\n"
+            buffer.append(Array(head.utf8))
+            #expect(try parser.next(&buffer) == nil)
+            let piece = chunked ? Array("1\r\nx\r\n".utf8) : [UInt8(ascii: "x")]
+            let started = ContinuousClock.now
+            for _ in 0..<(bodyBytes - 1) {
+                buffer.append(piece)
+                if let output = try parser.next(&buffer) { Issue.record("finished early: \(output)") }
+            }
+            buffer.append(piece)
+            if chunked { buffer.append(Array("0\r\n\r\n".utf8)) }
+            let output = try parser.next(&buffer)
+            let elapsed = ContinuousClock.now - started
+            guard case .request(let request)? = output else {
+                Issue.record("no request")
+                return 0
+            }
+            #expect(request.body.count == bodyBytes)
+            let parts = elapsed.components
+            return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+        }
+        _ = try seconds(bodyBytes: 16 << 10)  // warm-up
+        let small = try seconds(bodyBytes: 128 << 10)
+        let large = try seconds(bodyBytes: 512 << 10)
+        #expect(large / max(small, 1e-6) < 10, "128 KiB took \(small) s, 512 KiB \(large) s")
     }
 
     @Test func responsesCarryLengthAndClose() {
