@@ -163,7 +163,7 @@ extension TurnstileConfig {
     ) throws(InputError) -> TurnstileConfig {
         let bytes = try FileInput.read(path, limit: 1 << 20)
         let document: JSONValue
-        do { document = try JSONParser.parse(bytes) } catch {
+        do { document = try JSONParser.parse(bytes, repeatedKeys: .refuse) } catch {
             throw InputError(.invalidJSON, "not valid JSON: \(error.message)", file: path,
                              line: FileInput.lineNumber(ofOffset: error.offset, in: bytes))
         }
@@ -372,6 +372,10 @@ public enum DotEnv {
 public enum FileInput {
     /// The whole file, refusing one larger than `limit` bytes.
     public static func read(_ path: String, limit: Int) throws(InputError) -> [UInt8] {
+        var status = stat()
+        if stat(path, &status) == 0, status.st_mode & S_IFMT == S_IFDIR {
+            throw InputError(.unreadableFile, "is a folder, not a file", file: path)
+        }
         guard let handle = FileHandle(forReadingAtPath: path) else {
             let exists = FileManager.default.fileExists(atPath: path)
             throw InputError(.unreadableFile, exists ? "file cannot be opened" : "no such file", file: path)

@@ -10,8 +10,23 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
 
     public static func < (lhs: Instant, rhs: Instant) -> Bool { lhs.secondsSince1970 < rhs.secondsSince1970 }
 
-    /// Whole seconds, rounded down.
-    public var unixSeconds: Int64 { Int64(secondsSince1970.rounded(.down)) }
+    /// Whole seconds, rounded down; clamped to about ±292 billion years (a time read from a signed payload
+    /// may be any double, and `Int64(Double)` traps out of range).
+    public var unixSeconds: Int64 { Self.clampedInt64(secondsSince1970.rounded(.down)) }
+
+    /// The integer nearest `value` within Int64's range (0 for NaN), without trapping.
+    public static func clampedInt64(_ value: Double) -> Int64 {
+        if value.isNaN { return 0 }
+        if value >= 9.2e18 { return .max }
+        if value <= -9.2e18 { return .min }
+        return Int64(value)
+    }
+
+    /// A span of seconds as whole seconds for a message: `301`, or `1e+300` when no integer holds it.
+    public static func wholeSecondsText(_ seconds: Double) -> String {
+        guard seconds.isFinite, abs(seconds) < 1e15 else { return seconds.isFinite ? "\(seconds)" : "an unbounded number of" }
+        return String(Int64(seconds))
+    }
 
     public func adding(seconds: Double) -> Instant { Instant(secondsSince1970: secondsSince1970 + seconds) }
 
@@ -19,8 +34,10 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var description: String { iso8601 }
 
     public var iso8601: String {
-        let whole = unixSeconds
-        let millis = Int(((secondsSince1970 - Double(whole)) * 1000).rounded())
+        // Years beyond 9999 or before 0000 have no RFC 3339 form: show the nearest one that has.
+        let whole = min(max(unixSeconds, -62_167_219_200), 253_402_300_799)
+        let fraction = secondsSince1970 - Double(whole)
+        let millis = fraction >= 0 && fraction < 1 ? Int((fraction * 1000).rounded()) : 0
         var days = whole >= 0 ? whole / 86_400 : (whole - 86_399) / 86_400
         let secondOfDay = Int(whole - days * 86_400)
         // Civil date from days since the epoch (Howard Hinnant's algorithm).

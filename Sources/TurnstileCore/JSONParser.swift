@@ -22,16 +22,27 @@ public enum JSONParser {
     /// Deepest nesting of arrays and objects accepted.
     public static let maximumDepth = 256
 
-    public static func parse(_ bytes: [UInt8]) throws(JSONError) -> JSONValue {
-        try bytes.withBytes { raw throws(JSONError) in try parse(raw) }
+    /// What to do with a key an object repeats.
+    public enum RepeatedKeys: Sendable {
+        /// Keep the first position and the last value, as JavaScript's `JSON.parse` does.
+        case lastWins
+        /// Refuse the document: for files people write (a config), where a repeat is a mistake.
+        case refuse
+    }
+
+    public static func parse(_ bytes: [UInt8], repeatedKeys: RepeatedKeys = .lastWins) throws(JSONError) -> JSONValue {
+        try bytes.withBytes { raw throws(JSONError) in try parse(raw, repeatedKeys: repeatedKeys) }
     }
 
     public static func parse(_ text: String) throws(JSONError) -> JSONValue {
         try parse(Array(text.utf8))
     }
 
-    public static func parse(_ raw: UnsafeRawBufferPointer) throws(JSONError) -> JSONValue {
+    /// Parses one JSON text. Work is linear in the input (objects with many keys included); nesting deeper
+    /// than ``maximumDepth`` is refused.
+    public static func parse(_ raw: UnsafeRawBufferPointer, repeatedKeys: RepeatedKeys = .lastWins) throws(JSONError) -> JSONValue {
         var cursor = JSONCursor(raw)
+        cursor.refusesRepeatedKeys = repeatedKeys == .refuse
         cursor.skipWhitespace()
         let value = try cursor.parseValue(depth: 0)
         cursor.skipWhitespace()
@@ -164,6 +175,8 @@ struct JSONCursor {
     private let bytes: UnsafeRawBufferPointer
     private let end: Int
     private(set) var position: Int
+    /// Whether ``parseValue(depth:)`` refuses an object that repeats a key.
+    var refusesRepeatedKeys = false
 
     init(_ bytes: UnsafeRawBufferPointer, range: Range<Int>? = nil) {
         self.bytes = bytes
@@ -232,23 +245,37 @@ struct JSONCursor {
         }
     }
 
+    /// An object's members. Repeats are found through a hash table, not by searching the keys so far, so
+    /// an object with many keys costs linear time (hashing is seeded per process, so collisions cannot be
+    /// planned).
     private mutating func parseObject(depth: Int) throws(JSONError) -> JSONObject {
         position += 1
-        var object = JSONObject()
+        var keys: [String] = []
+        var values: [JSONValue] = []
+        var positions: [String: Int] = [:]
         skipWhitespace()
-        if peek() == UInt8(ascii: "}") { position += 1; return object }
+        if peek() == UInt8(ascii: "}") { position += 1; return JSONObject() }
         while true {
             skipWhitespace()
             guard peek() == UInt8(ascii: "\"") else { throw error("expected a string key") }
+            let keyStart = position
             let key = try parseString()
             skipWhitespace()
             try expect(UInt8(ascii: ":"))
             skipWhitespace()
-            object[key] = try parseValue(depth: depth)
+            let value = try parseValue(depth: depth)
+            if let earlier = positions[key] {
+                if refusesRepeatedKeys { throw JSONError(offset: keyStart, message: "key \"\(key)\" appears more than once") }
+                values[earlier] = value
+            } else {
+                positions[key] = keys.count
+                keys.append(key)
+                values.append(value)
+            }
             skipWhitespace()
             guard let next = peek() else { throw error("unterminated object") }
             position += 1
-            if next == UInt8(ascii: "}") { return object }
+            if next == UInt8(ascii: "}") { return JSONObject(uniqueKeys: keys, values: values) }
             guard next == UInt8(ascii: ",") else { throw JSONError(offset: position - 1, message: "expected ',' or '}'") }
         }
     }

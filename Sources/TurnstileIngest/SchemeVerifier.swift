@@ -178,10 +178,10 @@ public final class SchemeVerifier: SignatureScheme {
             let window = spec.timestampIsPayloadAge ? maxAgeSeconds : toleranceSeconds
             let age = now.secondsSince1970 - signedAt.secondsSince1970
             if age > Double(window) {
-                throw Rejection(.staleTimestamp, "signed \(Int(age)) s before now; at most \(window) s allowed")
+                throw Rejection(.staleTimestamp, "signed \(Instant.wholeSecondsText(age)) s before now; at most \(window) s allowed")
             }
             if -age > Double(maxFutureSkewSeconds) {
-                throw Rejection(.futureTimestamp, "signed \(Int(-age)) s after now; at most \(maxFutureSkewSeconds) s allowed")
+                throw Rejection(.futureTimestamp, "signed \(Instant.wholeSecondsText(-age)) s after now; at most \(maxFutureSkewSeconds) s allowed")
             }
         }
         return VerifiedDelivery(
@@ -420,7 +420,9 @@ struct BodyView {
             }
             return instant
         case .number(let text):
-            guard let seconds = Double(text) else { throw Rejection(.malformedPayload, "\(name) is not unix seconds") }
+            // A number too large for a double reads as infinity: still a time, judged (and refused) as stale or
+            // future, never converted to an integer.
+            guard let seconds = Double(text), !seconds.isNaN else { throw Rejection(.malformedPayload, "\(name) is not unix seconds") }
             return Instant(secondsSince1970: seconds)
         default:
             throw Rejection(.malformedPayload, "the body has no \(name), the signed timestamp")

@@ -96,6 +96,38 @@ func write(_ text: String, to path: String) throws {
         #expect(error.description.contains("turnstile.json"))
     }
 
+    @Test func aRepeatedKeyIsAnErrorNamingItsLine() throws {
+        let error = try #require(loadError("{\"store\":\"sqlite:a.db\",\n\"store\":\"sqlite:b.db\"}"))
+        #expect(error.code == .invalidJSON)
+        #expect(error.line == 2)
+        #expect(error.message.contains("\"store\" appears more than once"))
+    }
+
+    @Test func aFolderGivenAsConfigOrSecretFileIsNamedAsSuch() throws {
+        let folder = try temporaryFolder()
+        do {
+            _ = try TurnstileConfig.load(path: folder, environment: [:])
+            Issue.record("a folder loaded as a config")
+        } catch {
+            #expect(error.message == "is a folder, not a file")
+            #expect(!error.description.contains("NSCocoaErrorDomain"))
+        }
+        try FileManager.default.createDirectory(atPath: folder + "/secret.d", withIntermediateDirectories: true)
+        try write(#"{"providers":{"sync":{"scheme":"sync","secrets":["file:secret.d"]}}}"#, to: folder + "/turnstile.json")
+        do {
+            _ = try TurnstileConfig.load(path: folder + "/turnstile.json", environment: [:])
+            Issue.record("a folder loaded as a secret")
+        } catch {
+            #expect(error.field == "providers.sync.secrets[0]")
+            #expect(error.description.contains("folder"), "\(error)")
+        }
+    }
+
+    @Test func aQueueBoundBeyondAnyIntegerIsRefusedNotIgnored() throws {
+        let error = try #require(loadError(#"{"queue_bound":99999999999999999999,"providers":{"sync":{"scheme":"sync","secrets":["env:SYNC_SECRET"]}}}"#))
+        #expect(error.field == "queue_bound")
+    }
+
     @Test func missingVariableIsNamedAndValuesNeverShow() throws {
         let error = try #require(loadError(#"{"providers":{"sync":{"scheme":"sync","secrets":["env:NOT_SET_ANYWHERE"]}}}"#))
         #expect(error.code == .missingSecret)

@@ -181,4 +181,24 @@ struct SchemeCase: Sendable, CustomStringConvertible {
         #expect(verified?.eventKey == "test_plan_result:90210")
         #expect(verified?.signedAt == Instant(iso8601: "2026-01-15T09:04:12.875Z"))
     }
+
+    /// A signed `finished_at` that no integer holds used to trap while the rejection was worded.
+    @Test(arguments: [("1e300", Reason.futureTimestamp), ("-1e300", .staleTimestamp), ("1e400", .futureTimestamp),
+                      ("-1e400", .staleTimestamp), ("179769313486231570000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000", .futureTimestamp)])
+    func autifyTimestampsOutOfEveryIntegerRangeAreRejected(finishedAt: String, reason: Reason) throws {
+        let scheme = try verifier("autify", secrets: ["a"])
+        let body = #"{"id":1,"finished_at":\#(finishedAt),"scenario_id":3}"#
+        let headers = try scheme.signatureHeaders(body: Array(body.utf8), at: at(0))
+        let result = scheme.verify(headers: headers, body: Array(body.utf8), now: at(1_768_503_846))
+        guard case .failure(let rejection) = result else { Issue.record("accepted \(finishedAt)"); return }
+        #expect(rejection.reason == reason)
+        #expect(!rejection.detail.isEmpty)
+    }
+
+    @Test func instantsOutOfRangeStillFormat() {
+        #expect(Instant(secondsSince1970: 1e300).iso8601 == "9999-12-31T23:59:59Z")
+        #expect(Instant(secondsSince1970: -.infinity).iso8601 == "0000-01-01T00:00:00Z")
+        #expect(Instant(secondsSince1970: .nan).unixSeconds == 0)
+        #expect(Instant.wholeSecondsText(1e300) == "1e+300")
+    }
 }

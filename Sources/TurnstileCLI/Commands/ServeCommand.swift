@@ -271,7 +271,7 @@ struct WebhookService: Sendable {
     /// on the loop thread, not on the group-commit writer; an inbound call's answer is awaited on a task.
     private func deliver(_ request: HTTPRequest, provider: String, writer: HTTPResponseWriter) {
         let started = DispatchTime.now().uptimeNanoseconds
-        if state.shuttingDown || state.queueDepth >= receiver.config.queueBound {
+        if state.shuttingDown || state.queueDepth > receiver.config.queueBound {
             let reason = state.shuttingDown ? "shutting down" : "queue over its bound"
             metrics.recordDelivery(provider: provider, outcome: .rejected, reason: .storeUnavailable, seconds: 0)
             logger.warning("delivery", ["provider": provider, "outcome": "rejected", "reason": "store_unavailable", "detail": reason, "status": "503"])
