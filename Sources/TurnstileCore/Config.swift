@@ -43,6 +43,8 @@ public struct HTTPSettings: Sendable, Hashable {
     public var headerTimeoutSeconds = 10.0
     public var bodyTimeoutSeconds = 30.0
     public var idleTimeoutSeconds = 60.0
+    /// Bytes of request bodies that all connections together may hold in memory.
+    public var bodyBudgetBytes = 256 << 20
 
     public init() {}
 }
@@ -243,6 +245,7 @@ struct ConfigReader {
             config.http.headerTimeoutSeconds = number("header_timeout_seconds") ?? config.http.headerTimeoutSeconds
             config.http.bodyTimeoutSeconds = number("body_timeout_seconds") ?? config.http.bodyTimeoutSeconds
             config.http.idleTimeoutSeconds = number("idle_timeout_seconds") ?? config.http.idleTimeoutSeconds
+            config.http.bodyBudgetBytes = number("body_budget_bytes").map { Int($0) } ?? config.http.bodyBudgetBytes
         }
         if let bound = document["queue_bound"]?.numberValue?.int64Value { config.queueBound = Int(bound) }
         if let sqlite = document["sqlite"] {

@@ -46,6 +46,10 @@ public protocol EventStore: Sendable {
     /// The answer kept for an event, if any.
     func keptAnswer(provider: String, eventKey: String) throws(StoreError) -> String?
 
+    /// Proves the store takes writes now by committing a one-row write of its own: it fails, as an admission
+    /// would, while the store is read-only, full or locked past its timeout. `/healthz` and start-up use it.
+    func checkWritable(now: Instant) throws(StoreError)
+
     /// Deletes nonces that expired before `now`; returns how many.
     func pruneNonces(now: Instant) throws(StoreError) -> Int
 

@@ -20,6 +20,17 @@ public struct HTTPServerConfiguration: Sendable {
     public var maxConnections = 10_000
     /// Requests one connection may have in flight (pipelined) before the server stops reading from it.
     public var maxPipelinedRequests = 16
+    /// Bytes of request bodies that all connections together may hold in memory: bodies being received and
+    /// bodies of requests not answered yet. A connection whose body needs more is not read (its socket
+    /// buffers fill and TCP holds the sender back) until other requests are answered; its body timeout
+    /// still runs. The last eighth is kept for bodies of at most 64 KiB, so small requests are still served
+    /// while large ones hold the rest.
+    public var bodyBudgetBytes = 256 << 20
+    /// How long the listener is left alone after `accept` failed for lack of descriptors or memory.
+    public var acceptBackoffSeconds = 0.1
+    /// Told of conditions an operator should see (the descriptor limit reached, …): a message and a
+    /// detail. Called at most once per episode.
+    public var warn: @Sendable (_ message: String, _ detail: String) -> Void = { _, _ in }
     /// Event loops (threads); one per core by default.
     public var eventLoops = max(1, ProcessInfo.processInfo.activeProcessorCount)
     /// The answer to a request the parser refuses (the connection closes after it).
@@ -73,6 +84,7 @@ public final class HTTPServer: Sendable {
     private let loops: [EventLoop]
     private let listener: Mutex<Int32>
     private let counter = ConnectionCounter()
+    private let budget: BodyBudget
     /// The port actually bound (useful with port 0).
     public let port: Int
 
@@ -93,9 +105,11 @@ public final class HTTPServer: Sendable {
         self.configuration = configuration
         self.listener = Mutex(fd)
         self.port = Int(bound)
+        let budget = BodyBudget(limit: configuration.bodyBudgetBytes)
+        self.budget = budget
         var loops: [EventLoop] = []
         for _ in 0..<configuration.eventLoops {
-            loops.append(EventLoop(listener: fd, configuration: configuration, handler: handler, counter: counter))
+            loops.append(EventLoop(listener: fd, configuration: configuration, handler: handler, counter: counter, budget: budget))
         }
         self.loops = loops
         for loop in loops { loop.start() }
@@ -103,6 +117,9 @@ public final class HTTPServer: Sendable {
 
     /// Connections open now.
     public var openConnections: Int { counter.value }
+
+    /// Bytes of request bodies held now, counted against ``HTTPServerConfiguration/bodyBudgetBytes``.
+    public var bodyBytesHeld: Int { budget.used }
 
     /// Stops accepting: the listening socket is closed; open connections carry on.
     public func stopAccepting() {
@@ -139,6 +156,13 @@ final class EventLoop: @unchecked Sendable {
     private var connections: [UInt64: Connection] = [:]
     private var nextID: UInt64 = 2
     private let counter: ConnectionCounter
+    private let budget: BodyBudget
+    /// Connections not read until the body budget has room again; looked at every sweep.
+    private var waitingForBudget = Set<UInt64>()
+    /// While set, the listener is out of the epoll set until this moment (accept ran out of descriptors).
+    private var acceptPausedUntil: Double? = nil
+    /// Whether the current accept-failure episode was reported.
+    private var acceptFailureReported = false
     private let inbox = Mutex<[Completion]>([])
     /// Where `read(2)` puts bytes before a connection's buffer takes them; one per loop, used on its thread.
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
@@ -163,9 +187,11 @@ final class EventLoop: @unchecked Sendable {
         let answer: Answer
     }
 
-    init(listener: Int32, configuration: HTTPServerConfiguration, handler: @escaping HTTPRequestHandler, counter: ConnectionCounter) {
+    init(listener: Int32, configuration: HTTPServerConfiguration, handler: @escaping HTTPRequestHandler, counter: ConnectionCounter,
+         budget: BodyBudget) {
         self.listener = listener
         self.counter = counter
+        self.budget = budget
         self.configuration = configuration
         self.handler = handler
         epoll = CTurnstileLinux_epoll_create()
@@ -227,9 +253,15 @@ final class EventLoop: @unchecked Sendable {
         while true {
             let (stop, accepting) = flags.withLock { ($0.stop, $0.accepting) }
             if stop { break }
-            if !accepting && acceptingRegistered {
+            let acceptPaused = acceptPausedUntil.map { now < $0 } ?? false
+            if (!accepting || acceptPaused) && acceptingRegistered {
                 _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_DEL, listener, 0, Self.listenerID)
                 acceptingRegistered = false
+            } else if accepting && !acceptPaused && !acceptingRegistered {
+                acceptPausedUntil = nil
+                _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_ADD, listener,
+                                              CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLEXCLUSIVE, Self.listenerID)
+                acceptingRegistered = true
             }
             let count = events.withUnsafeMutableBufferPointer { buffer in
                 CTurnstileLinux_epoll_wait(epoll, buffer.baseAddress, Int32(buffer.count), 100)
@@ -237,7 +269,7 @@ final class EventLoop: @unchecked Sendable {
             for index in 0..<max(0, Int(count)) {
                 let event = events[index]
                 switch event.data {
-                case Self.listenerID: if acceptingRegistered { acceptAll() }
+                case Self.listenerID: if acceptingRegistered { acceptingRegistered = acceptAll() }
                 case Self.wakeID:
                     _ = CTurnstileLinux_eventfd_drain(wake)
                     deliverCompletions()
@@ -259,6 +291,7 @@ final class EventLoop: @unchecked Sendable {
             if moment - lastSweep >= 0.05 || !accepting {
                 lastSweep = moment
                 expire()
+                resumeWaitingForBudget()
                 let busy = connections.values.contains { $0.inFlight > 0 || $0.outbound.count > $0.outboundOffset }
                 flags.withLock {
                     $0.busy = busy
@@ -272,10 +305,34 @@ final class EventLoop: @unchecked Sendable {
         stopped.signal()
     }
 
-    private func acceptAll() {
+    /// Accepts every pending connection. Returns false when the listener was taken out of the epoll set:
+    /// `accept` failed for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM). The listener
+    /// then stays readable, and polling it would spin; it is left alone for a short back-off while open
+    /// connections are served, and the pending clients wait in the backlog.
+    private func acceptAll() -> Bool {
         while true {
             let fd = CTurnstileLinux_accept(listener)
-            if fd < 0 { return }  // EAGAIN, or the listener is gone.
+            if fd < 0 {
+                let code = errno
+                guard code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM else {
+                    if acceptFailureReported && (code == EAGAIN || code == EWOULDBLOCK) {
+                        acceptFailureReported = false
+                        configuration.warn("accepting connections again", "")
+                    }
+                    return true  // EAGAIN, or the listener is gone.
+                }
+                acceptPausedUntil = now + configuration.acceptBackoffSeconds
+                _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_DEL, listener, 0, Self.listenerID)
+                if !acceptFailureReported {
+                    acceptFailureReported = true
+                    configuration.warn("cannot accept connections; pausing the listener", String(cString: strerror(code)))
+                }
+                return false
+            }
+            if acceptFailureReported {
+                acceptFailureReported = false
+                configuration.warn("accepting connections again", "")
+            }
             let open = counter.increment()
             if open > configuration.maxConnections {
                 counter.decrement()
@@ -290,17 +347,47 @@ final class EventLoop: @unchecked Sendable {
             nextID += 1
             let connection = Connection(id: id, fd: fd, limits: configuration.limits, openedAt: now)
             connections[id] = connection
-            _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_ADD, fd, CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLRDHUP, id)
+            connection.interest = CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLRDHUP
+            _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_ADD, fd, connection.interest, id)
         }
+    }
+
+    // MARK: Reading, with backpressure
+
+    /// Unparsed bytes a connection may hold before it is no longer read: a whole head plus one read.
+    private var readCap: Int { configuration.limits.maxHeaderBytes + readBuffer.count }
+
+    /// Bodies up to this size may use the last eighth of the budget, which large bodies leave free.
+    private static let smallBodyBytes = 64 * 1024
+
+    /// Why a connection is not to be read now, or nil when it may be.
+    private enum ReadBlock { case pipelineFull, bufferFull, budget }
+
+    private func readBlock(_ connection: Connection) -> ReadBlock? {
+        if connection.inFlight >= configuration.maxPipelinedRequests { return .pipelineFull }
+        if connection.buffer.readable >= readCap { return .bufferFull }
+        if connection.parser.isReadingBody {
+            let large = connection.parser.bodyBytesHeld > Self.smallBodyBytes
+            if !budget.hasRoom(forLargeBody: large) { return .budget }
+        }
+        return nil
     }
 
     private func readable(_ connection: Connection) {
         var sawEOF = false
-        while !connection.closing {
+        // A few reads per wake-up, so one fast sender cannot starve the loop's other connections; epoll is
+        // level-triggered and reports the rest.
+        var reads = 0
+        while !connection.closing && reads < 16 {
+            // The caps are checked before reading: bytes never read stay in the kernel, whose socket buffers
+            // and TCP's window hold the sender back.
+            if readBlock(connection) != nil { break }
             let count = read(connection.fd, readBuffer.baseAddress, readBuffer.count)
             if count > 0 {
+                reads += 1
                 connection.buffer.append(UnsafeRawBufferPointer(rebasing: readBuffer[0..<count]))
-                if connection.buffer.readable > configuration.limits.maxBodyBytes + configuration.limits.maxHeaderBytes + 65_536 { break }
+                parse(connection)
+                if connections[connection.id] == nil { return }
                 continue
             }
             if count == 0 { sawEOF = true }
@@ -308,7 +395,6 @@ final class EventLoop: @unchecked Sendable {
             else if errno != EAGAIN && errno != EWOULDBLOCK { sawEOF = true }
             break
         }
-        parse(connection)
         if sawEOF {
             connection.peerClosed = true
             if connection.inFlight == 0 && connection.outbound.count == connection.outboundOffset {
@@ -316,7 +402,54 @@ final class EventLoop: @unchecked Sendable {
                 return
             }
         }
+        updateInterest(connection)
         updateTimers(connection)
+    }
+
+    /// Reads a connection only while it may read (``readBlock(_:)``): EPOLLIN (and EPOLLRDHUP, also level-
+    /// triggered) is off while it may not, and EPOLLOUT is on while answers wait for room in the socket.
+    private func updateInterest(_ connection: Connection) {
+        guard connections[connection.id] != nil else { return }
+        let block = connection.closing || connection.peerClosed ? .pipelineFull : readBlock(connection)
+        if block == .budget { waitingForBudget.insert(connection.id) } else { waitingForBudget.remove(connection.id) }
+        var wanted: UInt32 = block == nil ? CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLRDHUP : 0
+        if connection.wantsWrite { wanted |= CTurnstileLinux_EPOLLOUT }
+        guard wanted != connection.interest else { return }
+        connection.interest = wanted
+        _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_MOD, connection.fd, wanted, connection.id)
+    }
+
+    /// Connections that waited for the body budget read again once it has room (bodies elsewhere, on any
+    /// loop, were answered or dropped).
+    private func resumeWaitingForBudget() {
+        guard !waitingForBudget.isEmpty else { return }
+        for id in Array(waitingForBudget) {
+            guard let connection = connections[id] else {
+                waitingForBudget.remove(id)
+                continue
+            }
+            updateInterest(connection)
+        }
+    }
+
+    /// Counts the body bytes the parser holds for `connection` against the budget. Bytes already read are
+    /// taken even past the budget (at most one read per connection); reading stops until it has room.
+    private func chargeBody(_ connection: Connection, held: Int) {
+        guard held > connection.chargedBodyBytes else { return }
+        budget.take(held - connection.chargedBodyBytes)
+        connection.chargedBodyBytes = held
+    }
+
+    /// Gives back what `connection` holds of the budget: `sequence`'s body once its answer is written, or
+    /// everything when the connection closes.
+    private func releaseBody(_ connection: Connection, sequence: Int?) {
+        if let sequence {
+            if let bytes = connection.answeringBodyBytes.removeValue(forKey: sequence) { budget.give(bytes) }
+            return
+        }
+        budget.give(connection.chargedBodyBytes + connection.answeringBodyBytes.values.reduce(0, +))
+        connection.chargedBodyBytes = 0
+        connection.answeringBodyBytes = [:]
     }
 
     private func parse(_ connection: Connection) {
@@ -331,7 +464,10 @@ final class EventLoop: @unchecked Sendable {
                 deliverLocal(connection)
                 return
             }
-            guard let output else { return }
+            guard let output else {
+                chargeBody(connection, held: connection.parser.bodyBytesHeld)
+                return
+            }
             switch output {
             case .continueExpected:
                 if connection.nextWrite == connection.nextSequence {
@@ -342,6 +478,12 @@ final class EventLoop: @unchecked Sendable {
                 let sequence = connection.nextSequence
                 connection.nextSequence += 1
                 connection.inFlight += 1
+                // The body stays counted against the budget until its answer is written.
+                chargeBody(connection, held: request.body.count)
+                if connection.chargedBodyBytes > 0 {
+                    connection.answeringBodyBytes[sequence] = connection.chargedBodyBytes
+                    connection.chargedBodyBytes = 0
+                }
                 if !request.keepAlive { connection.closeAfter = min(connection.closeAfter, sequence) }
                 handler(request, HTTPResponseWriter(loop: self, connection: connection.id, sequence: sequence))
             }
@@ -393,6 +535,7 @@ final class EventLoop: @unchecked Sendable {
         while let response = connection.ready.removeValue(forKey: connection.nextWrite) {
             let last = response.closeConnection || connection.nextWrite >= connection.closeAfter
             connection.outbound.append(contentsOf: response.serialized(keepAlive: !last, date: nil))
+            releaseBody(connection, sequence: connection.nextWrite)
             connection.nextWrite += 1
             connection.inFlight -= 1
             if last {
@@ -403,7 +546,10 @@ final class EventLoop: @unchecked Sendable {
         }
         flush(connection)
         if connections[connection.id] != nil && !connection.closing { parse(connection) }
-        if connections[connection.id] != nil { updateTimers(connection) }
+        if connections[connection.id] != nil {
+            updateInterest(connection)
+            updateTimers(connection)
+        }
     }
 
     private func flush(_ connection: Connection) {
@@ -419,20 +565,18 @@ final class EventLoop: @unchecked Sendable {
             if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
                 if !connection.wantsWrite {
                     connection.wantsWrite = true
-                    _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_MOD, connection.fd,
-                                                  CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLOUT | CTurnstileLinux_EPOLLRDHUP, connection.id)
+                    updateInterest(connection)
                 }
                 return
             }
             close(connection)
             return
         }
-        connection.outbound.removeAll(keepingCapacity: true)
+        connection.outbound.removeAll(keepingCapacity: connection.outbound.capacity <= 16 * 1024)
         connection.outboundOffset = 0
         if connection.wantsWrite {
             connection.wantsWrite = false
-            _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_MOD, connection.fd,
-                                          CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLRDHUP, connection.id)
+            updateInterest(connection)
         }
         if connection.closeWhenFlushed || (connection.peerClosed && connection.inFlight == 0) {
             close(connection)
@@ -472,10 +616,30 @@ final class EventLoop: @unchecked Sendable {
 
     private func close(_ connection: Connection) {
         guard connections.removeValue(forKey: connection.id) != nil else { return }
+        releaseBody(connection, sequence: nil)
+        waitingForBudget.remove(connection.id)
         _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_DEL, connection.fd, 0, connection.id)
         Glibc.close(connection.fd)
         counter.decrement()
     }
+}
+
+/// Bytes of request bodies held across all loops, against one limit (``HTTPServerConfiguration/bodyBudgetBytes``).
+final class BodyBudget: Sendable {
+    let limit: Int
+    private let held = Atomic<Int>(0)
+
+    init(limit: Int) { self.limit = max(limit, 1) }
+
+    var used: Int { held.load(ordering: .relaxed) }
+
+    /// Whether a body may grow: a large one only while the budget's last eighth is free.
+    func hasRoom(forLargeBody large: Bool) -> Bool {
+        used < (large ? limit - limit / 8 : limit)
+    }
+
+    func take(_ bytes: Int) { held.add(bytes, ordering: .relaxed) }
+    func give(_ bytes: Int) { if bytes > 0 { held.subtract(bytes, ordering: .relaxed) } }
 }
 
 /// Open connections across all loops.
@@ -504,6 +668,12 @@ final class Connection {
     var closeWhenFlushed = false
     var peerClosed = false
     var wantsWrite = false
+    /// The epoll events registered for the connection.
+    var interest: UInt32 = 0
+    /// Budget bytes taken for the body being received.
+    var chargedBodyBytes = 0
+    /// Budget bytes taken for the bodies of requests not answered yet, by sequence number.
+    var answeringBodyBytes: [Int: Int] = [:]
     var headStarted: Double?
     var bodyStarted: Double?
     var idleSince: Double?

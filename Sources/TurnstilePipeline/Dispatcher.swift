@@ -47,30 +47,53 @@ public final class Dispatcher: Sendable {
     }
 
     /// Dispatches until the queue is empty, waiting for retries that are due later. Returns early, with what
-    /// it did, when `shouldStop` turns true between batches.
+    /// it did, when `shouldStop` turns true between batches. A store error ends it (a batch job reports it).
     public func drain(shouldStop: @Sendable () -> Bool = { false },
                       progress: (Stats) -> Void = { _ in }) async throws(StoreError) -> Stats {
-        try await loop(stopWhenEmpty: true, idleSeconds: 1, shouldStop: shouldStop, progress: progress)
+        try await loop(stopWhenEmpty: true, idleSeconds: 1, survivesStoreErrors: false, shouldStop: shouldStop, progress: progress)
     }
 
     /// Dispatches until `shouldStop` turns true, polling an empty queue every `idleSeconds`: the
     /// long-running form for a server or a library host. In-flight batches finish before it returns.
+    ///
+    /// A store error (locked past its timeout, a full disk, a lost file) never ends it: the error is logged
+    /// once per episode, the loop backs off (50 ms doubling to 5 s) and carries on, and logs when the store
+    /// answers again. Leases taken before the failure expire and their events are dispatched again.
     public func run(idleSeconds: Double = 0.2, shouldStop: @Sendable () -> Bool,
-                    progress: (Stats) -> Void = { _ in }) async throws(StoreError) -> Stats {
-        try await loop(stopWhenEmpty: false, idleSeconds: idleSeconds, shouldStop: shouldStop, progress: progress)
+                    progress: (Stats) -> Void = { _ in }) async -> Stats {
+        do {
+            return try await loop(stopWhenEmpty: false, idleSeconds: idleSeconds, survivesStoreErrors: true,
+                                  shouldStop: shouldStop, progress: progress)
+        } catch {
+            // Unreachable: with survivesStoreErrors the loop catches every store error itself.
+            logger.error("dispatch stopped", ["error": error.description])
+            return Stats()
+        }
     }
 
-    private func loop(stopWhenEmpty: Bool, idleSeconds: Double, shouldStop: @Sendable () -> Bool,
+    private func loop(stopWhenEmpty: Bool, idleSeconds: Double, survivesStoreErrors: Bool, shouldStop: @Sendable () -> Bool,
                       progress: (Stats) -> Void) async throws(StoreError) -> Stats {
         var stats = Stats()
+        var backoff = Backoff()
+        let episode = FailureEpisode("dispatch", logger: logger)
         while !shouldStop() {
-            let batch = try store.lease(limit: settings.batchSize, owner: owner, now: clock.now(), leaseSeconds: settings.leaseSeconds)
+            let batch: [QueuedEvent]
+            var due: Instant? = nil
+            do {
+                batch = try store.lease(limit: settings.batchSize, owner: owner, now: clock.now(), leaseSeconds: settings.leaseSeconds)
+                if batch.isEmpty { due = try store.nextDue() }
+            } catch {
+                guard survivesStoreErrors else { throw error }
+                episode.failed(error, "dispatch backs off and retries")
+                await Self.pause(backoff.next(), shouldStop: shouldStop)
+                continue
+            }
+            episode.succeeded()
+            backoff.reset()
             if batch.isEmpty {
-                let due = try store.nextDue()
                 if due == nil && stopWhenEmpty { return stats }
                 let until = due.map { $0.secondsSince1970 - clock.now().secondsSince1970 } ?? idleSeconds
-                let wait = min(max(until, 0.001), idleSeconds)
-                try? await Task.sleep(nanoseconds: UInt64(wait * 1e9))
+                await Self.pause(min(max(until, 0.001), idleSeconds), shouldStop: shouldStop)
                 continue
             }
             let outcome = await process(batch)
@@ -80,6 +103,16 @@ public final class Dispatcher: Sendable {
             progress(stats)
         }
         return stats
+    }
+
+    /// Sleeps `seconds` (at most a day), in steps of at most 200 ms so that a stop is noticed quickly.
+    private static func pause(_ seconds: Double, shouldStop: @Sendable () -> Bool) async {
+        var left = min(max(seconds, 0), 86_400)
+        while left > 0, !shouldStop() {
+            let step = min(left, 0.2)
+            try? await Task.sleep(nanoseconds: UInt64(step * 1e9))
+            left -= step
+        }
     }
 
     /// Runs one leased batch to the end: handlers, commits, then done / retry / dead letter in the store.

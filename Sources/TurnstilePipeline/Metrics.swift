@@ -15,19 +15,36 @@ public final class PipelineMetrics: Sendable {
 
     private struct State {
         var deliveries: [String: Int] = [:]          // "provider|outcome|reason"
+        var secretMatches: [String: Int] = [:]       // "provider|index"
         var handlerRuns: [String: Int] = [:]         // "handler|result"
         var handlerLatency: [String: Histogram] = [:]
         var requestLatency = Histogram()
     }
 
     private let state = Mutex(State())
+    /// The configured provider names: the only `provider` label values besides ``unknownProvider``.
+    private let providers: Set<String>
 
-    public init() {}
+    /// The label value every provider name outside the config shares, so that requests to made-up names
+    /// cannot grow the exposition.
+    public static let unknownProvider = "_unknown"
 
-    /// Counts one delivery.
-    public func recordDelivery(provider: String, outcome: Outcome, reason: Reason?, seconds: Double) {
+    /// - Parameter providers: the configured provider names; every label set is bounded by them.
+    public init(providers: [String] = []) {
+        self.providers = Set(providers)
+    }
+
+    /// The label value for `provider`: itself when configured, else ``unknownProvider``.
+    public func providerLabel(_ provider: String) -> String {
+        providers.contains(provider) ? provider : Self.unknownProvider
+    }
+
+    /// Counts one delivery, and which secret verified it when one did.
+    public func recordDelivery(provider: String, outcome: Outcome, reason: Reason?, seconds: Double, secretIndex: Int? = nil) {
+        let label = providerLabel(provider)
         state.withLock { state in
-            state.deliveries["\(provider)|\(outcome.rawValue)|\(reason?.rawValue ?? "")", default: 0] += 1
+            state.deliveries["\(label)|\(outcome.rawValue)|\(reason?.rawValue ?? "")", default: 0] += 1
+            if let secretIndex { state.secretMatches["\(label)|\(secretIndex)", default: 0] += 1 }
             Self.observe(&state.requestLatency, seconds)
         }
     }
@@ -55,6 +72,12 @@ public final class PipelineMetrics: Sendable {
         for (key, count) in snapshot.deliveries.sorted(by: { $0.key < $1.key }) {
             let parts = key.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
             lines.append("turnstile_deliveries_total{provider=\(quote(parts[0])),outcome=\(quote(parts[1])),reason=\(quote(parts[2]))} \(count)")
+        }
+        lines.append("# HELP turnstile_secret_matches_total Verified deliveries by provider and the index of the secret that matched.")
+        lines.append("# TYPE turnstile_secret_matches_total counter")
+        for (key, count) in snapshot.secretMatches.sorted(by: { $0.key < $1.key }) {
+            let parts = key.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+            lines.append("turnstile_secret_matches_total{provider=\(quote(parts[0])),secret_index=\(quote(parts[1]))} \(count)")
         }
         lines.append("# HELP turnstile_queue_depth Events waiting for or in dispatch.")
         lines.append("# TYPE turnstile_queue_depth gauge")

@@ -16,6 +16,9 @@ public struct DeliveryVerdict: Sendable, Hashable {
     public var deadLettered: Bool = false
     /// Sync only: verified through the `JSON.stringify` fallback.
     public var usedStringifyFallback: Bool = false
+    /// Which of the provider's configured secrets matched (0 is the first), for a verified delivery: an
+    /// operator rotating secrets sees from the log and the metrics when the old one is no longer used.
+    public var secretIndex: Int? = nil
 
     public init(outcome: Outcome, reason: Reason? = nil, eventType: String? = nil, eventKey: String? = nil, eventID: Int64? = nil,
                 detail: String? = nil, deadLettered: Bool = false, usedStringifyFallback: Bool = false) {
@@ -40,6 +43,8 @@ public struct Pipeline: Sendable {
     public let store: any EventStore
     private let schemas: [String: JSONSchema]
     private let retention: [String: Double]
+    /// Told of every admission transaction's outcome, when set (`serve`'s `/healthz` reads it).
+    public var health: StoreHealth? = nil
 
     /// - Throws: ``InputError`` when an event schema is missing from `catalog`.
     public init(config: TurnstileConfig, ingest: Ingest, store: any EventStore, catalog: SchemaCatalog) throws(InputError) {
@@ -124,7 +129,10 @@ public struct Pipeline: Sendable {
                 verdicts[position] = DeliveryVerdict(outcome: .rejected, reason: .storeUnavailable, eventType: verdicts[position].eventType,
                                                      eventKey: verdicts[position].eventKey, detail: error.message)
             }
+            health?.recordFailure(error)
+            return verdicts
         }
+        health?.recordSuccess()
         return verdicts
     }
 
@@ -154,9 +162,10 @@ public struct Pipeline: Sendable {
                 signatureExpiresAt: signatureExpiry ?? instant.adding(seconds: keep),
                 eventExpiresAt: instant.adding(seconds: keep), delivery: delivery, signedAt: verified.signedAt,
                 deadLetter: deadLetter, reprocess: reprocess)
-            let verdict = DeliveryVerdict(outcome: .accepted, eventType: eventType, eventKey: verified.eventKey,
+            var verdict = DeliveryVerdict(outcome: .accepted, eventType: eventType, eventKey: verified.eventKey,
                                           detail: deadLetter?.message, deadLettered: deadLetter != nil,
                                           usedStringifyFallback: verified.usedStringifyFallback)
+            verdict.secretIndex = verified.secretIndex
             return PreparedDelivery(verdict: verdict, admission: admission)
         }
     }

@@ -8,8 +8,14 @@ struct SQLiteError: Error, CustomStringConvertible {
     let sql: String?
 
     var description: String {
-        "SQLite error \(extendedCode) (\(String(cString: sqlite3_errstr(extendedCode)))): \(message)" + (sql.map { " in `\($0)`" } ?? "")
+        // The statement is named by its start only: a migration is kilobytes of SQL, not a diagnosis.
+        "SQLite error \(extendedCode) (\(String(cString: sqlite3_errstr(extendedCode)))): \(message)"
+            + (sql.map { " in `\($0.count > 60 ? $0.prefix(60) + "…" : $0)`" } ?? "")
     }
+
+    /// The disk (or a file size limit) has no room for the write.
+    /// (`SQLITE_IOERR_WRITE` and `SQLITE_IOERR_FSYNC` are macros Swift does not import: 10 | 3 << 8, 10 | 4 << 8.)
+    var isFull: Bool { code == SQLITE_FULL || extendedCode == 778 || extendedCode == 1034 }
 
     /// Busy, locked, full, I/O and the like: the store is unavailable right now, not broken.
     var isTransient: Bool {

@@ -34,7 +34,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     }
 
     /// The schema version this code writes; older stores are migrated at open.
-    public static let schemaVersion = 3
+    public static let schemaVersion = 4
     /// The SQLite library in use.
     public static var libraryVersion: String { SQLiteConnection.libraryVersion }
 
@@ -168,6 +168,10 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         UPDATE dead_letters SET ordering_key = '' WHERE ordering_key = event_key;
         CREATE INDEX events_order ON events (ordering_key, id) WHERE ordering_key <> '';
         """,
+        // Version 4: the one row ``checkWritable(now:)`` writes to prove the store takes writes.
+        """
+        CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
+        """,
     ]
 
     private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
@@ -177,7 +181,13 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                               message: "the store has schema version \(current); this Turnstile knows up to \(migrations.count)", sql: nil)
         }
         for version in current..<migrations.count {
-            try connection.execute("BEGIN IMMEDIATE; \(migrations[version]) PRAGMA user_version = \(version + 1); COMMIT;")
+            do {
+                try connection.execute("BEGIN IMMEDIATE; \(migrations[version]) PRAGMA user_version = \(version + 1); COMMIT;")
+            } catch {
+                try? connection.execute("ROLLBACK")
+                throw SQLiteError(code: error.code, extendedCode: error.extendedCode,
+                                  message: "cannot migrate the store to schema version \(version + 1): \(error.message)", sql: nil)
+            }
         }
     }
 
@@ -185,13 +195,38 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     private func withConnection<T>(_ what: String, _ body: (SQLiteConnection) throws -> T) throws(StoreError) -> T {
         do {
-            return try lock.withLock { _ in try body(connection) }
+            return try lock.withLock { _ in
+                do { return try body(connection) } catch let error as SQLiteError where error.isFull {
+                    reclaimWALSpace()
+                    throw error
+                }
+            }
         } catch let error as SQLiteError {
             throw StoreError(.unavailable, "\(what): \(error)")
         } catch let error as StoreError {
             throw error
         } catch {
             throw StoreError(.misuse, "\(what): \(error)")
+        }
+    }
+
+    /// After a write failed for lack of space: copies the WAL into the database and truncates it to zero
+    /// bytes, so the space it held is free again for the next write (a WAL that is only reset keeps its
+    /// length, and writes regrow into the space just freed). Best effort: a reader may keep it from
+    /// completing, and the next failure tries again. Called with the lock held.
+    private func reclaimWALSpace() {
+        guard path != ":memory:" else { return }
+        _ = try? connection.scalarText("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    // MARK: Health
+
+    public func checkWritable(now: Instant) throws(StoreError) {
+        try withConnection("write check") { db in
+            try db.transaction {
+                try db.prepare("INSERT INTO health (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at")
+                    .bind(.real(now.secondsSince1970)).run()
+            }
         }
     }
 

@@ -174,6 +174,7 @@ struct FailingStore: EventStore {
     func keepAnswer(provider: String, eventKey: String, answer: String, now: Instant) throws(StoreError) -> String { throw StoreError(.unavailable, "x") }
     func keptAnswer(provider: String, eventKey: String) throws(StoreError) -> String? { throw StoreError(.unavailable, "x") }
     func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
+    func checkWritable(now: Instant) throws(StoreError) { throw StoreError(.unavailable, "disk I/O error") }
     func pruneNonces(now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws { throw StoreError(.unavailable, "x") }
 }

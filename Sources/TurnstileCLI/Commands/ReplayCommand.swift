@@ -99,7 +99,7 @@ struct ReplayCommand: TurnstileCommand {
         // handlers), then drains what is left once the input is done.
         let admissionDone = Flag()
         let background = dispatcher.map { dispatcher in
-            Task { try await dispatcher.run(idleSeconds: 0.05, shouldStop: { admissionDone.isSet }) }
+            Task { await dispatcher.run(idleSeconds: 0.05, shouldStop: { admissionDone.isSet }) }
         }
         do {
             try source.forEach { item in
@@ -121,7 +121,7 @@ struct ReplayCommand: TurnstileCommand {
         reportBatch(batches.finish())
         console.flush()
         admissionDone.set()
-        let early = try await background?.value ?? Dispatcher.Stats()
+        let early = await background?.value ?? Dispatcher.Stats()
         let admitted = stopwatch.elapsed
         console.err("replay: \(tally.total) deliveries in \(stopwatch.elapsedText) (\(stopwatch.rate(tally.total))/s): "
                     + (tally.summary.isEmpty ? "none" : tally.summary) + (check ? "; \(mismatches) differ from expect" : ""))

@@ -36,12 +36,24 @@ struct ServeCommand: TurnstileCommand {
         let signals = ShutdownSignals()
         let receiver = try Receiver.load(configPath: configPath)
         let config = receiver.config
+        guard !config.providers.isEmpty else {
+            throw InputError(.invalidValue, "no providers are configured, so every delivery would be refused with 404",
+                             file: config.file, field: "providers")
+        }
         let (host, port) = try Self.listenAddress(config.listen, file: config.file)
+        // A store that cannot take a write now (read-only, full, locked) is refused at start-up, not
+        // discovered by the first sender.
+        let health = StoreHealth()
+        if case .unwritable(let reason) = health.check(receiver.store, now: SystemWallClock().now()) {
+            throw InputError(.unreadableFile, "the store cannot take a write: \(reason)", file: config.file, field: "store")
+        }
         let logHandler = StandardErrorLogHandler(buffered: true)
         let logger = Logger(handler: logHandler)
-        let metrics = PipelineMetrics()
+        let metrics = PipelineMetrics(providers: receiver.ingest.providerNames)
         let state = ServeState()
-        let committer = GroupCommitter(pipeline: receiver.pipeline)
+        var pipeline = receiver.pipeline
+        pipeline.health = health
+        let committer = GroupCommitter(pipeline: pipeline)
         // On SQLite, WAL checkpoints run on a thread of their own instead of inside the group commit.
         var checkpointer: WALCheckpointer? = nil
         if let store = receiver.store as? SQLiteEventStore, store.path != ":memory:" {
@@ -64,12 +76,17 @@ struct ServeCommand: TurnstileCommand {
         http.headerTimeoutSeconds = config.http.headerTimeoutSeconds
         http.bodyTimeoutSeconds = config.http.bodyTimeoutSeconds
         http.idleTimeoutSeconds = config.http.idleTimeoutSeconds
+        http.bodyBudgetBytes = config.http.bodyBudgetBytes
+        http.warn = { message, detail in logger.warning(message, ["detail": detail]) }
         http.errorResponse = { error in
-            let body = error.status == 413 ? #"{"outcome":"rejected","reason":"body_too_large"}"# : #"{"error":"\#(error.status == 431 ? "request header fields too large" : "bad request")"}"#
-            return HTTPResponse.json(error.status, body)
+            let body = error.status == 413 ? #"{"outcome":"rejected","reason":"body_too_large"}"#
+                : error.status == 503 ? #"{"outcome":"rejected","reason":"store_unavailable"}"#
+                : #"{"error":"\#(error.status == 431 ? "request header fields too large" : "bad request")"}"#
+            return HTTPResponse.json(error.status, body, headers: error.status == 503 ? ["Retry-After": "1"] : [:])
         }
         let inbound = InboundCallAnswers(store: receiver.store, responder: receiver.registry.inboundResponder, config: config)
-        let service = WebhookService(receiver: receiver, committer: committer, metrics: metrics, logger: logger, state: state, inbound: inbound)
+        let service = WebhookService(receiver: receiver, committer: committer, metrics: metrics, logger: logger, state: state,
+                                     inbound: inbound, health: health)
         let server: HTTPServer
         do { server = try HTTPServer(configuration: http, handler: { request, writer in service.handle(request, writer: writer) }) } catch {
             throw InputError(.invalidValue, error.message, file: config.file, field: "listen")
@@ -79,19 +96,15 @@ struct ServeCommand: TurnstileCommand {
         logger.info("listening", ["address": shown, "store": config.store.description, "providers": receiver.ingest.providerNames.joined(separator: ",")])
         logHandler.flush()
 
-        let dispatching = Task { try await dispatcher.run(shouldStop: { state.dispatchStopped }) }
+        // The long-running loops survive store errors themselves; should one still end early, it is logged and
+        // started again.
+        let stopped: @Sendable () -> Bool = { state.dispatchStopped }
+        let dispatching = Task {
+            await Self.supervised("dispatch", logger: logger, until: stopped) { _ = await dispatcher.run(shouldStop: stopped) }
+        }
         let maintenance = Task {
-            var lastPrune = 0.0
-            while !state.dispatchStopped {
-                state.queueDepth = (try? receiver.store.queueDepth()) ?? state.queueDepth
-                let now = SystemWallClock().now()
-                if now.secondsSince1970 - lastPrune > 60 {
-                    if let pruned = try? receiver.store.pruneNonces(now: now), pruned > 0 {
-                        logger.info("pruned nonces", ["count": String(pruned)])
-                    }
-                    lastPrune = now.secondsSince1970
-                }
-                try? await Task.sleep(nanoseconds: 250_000_000)
+            await Self.supervised("store maintenance", logger: logger, until: stopped) {
+                await Self.maintain(receiver.store, health: health, state: state, logger: logger)
             }
         }
 
@@ -106,12 +119,66 @@ struct ServeCommand: TurnstileCommand {
             try? await Task.sleep(nanoseconds: 20_000_000)
         }
         state.stopDispatch()
-        _ = try? await dispatching.value
-        _ = await maintenance.value
+        await dispatching.value
+        await maintenance.value
         checkpointer?.stop()
         logger.info("stopped", ["queue_depth": String((try? receiver.store.queueDepth()) ?? -1)])
         logHandler.flush()
         return ExitStatus.success
+    }
+
+    /// Runs `body` until `until` turns true; should it return before, that is logged and it runs again after
+    /// a back-off (100 ms doubling to 5 s), so no background loop of `serve` can stop silently.
+    static func supervised(_ name: String, logger: Logger, until stopped: @Sendable () -> Bool, _ body: () async -> Void) async {
+        var backoff = Backoff(initial: 0.1, maximum: 5)
+        while true {
+            await body()
+            if stopped() { return }
+            let wait = backoff.next()
+            logger.error("\(name) ended unexpectedly; restarting it", ["restart_in_s": String(wait)])
+            try? await Task.sleep(nanoseconds: UInt64(wait * 1e9))
+        }
+    }
+
+    /// The store's upkeep while `serve` runs: the gauges `/metrics` shows and `queue_bound` uses (every
+    /// 250 ms), the write check `/healthz` answers from (every second), and nonce pruning (every minute).
+    /// A store error is logged once per episode and tried again on the next round.
+    static func maintain(_ store: any EventStore, health: StoreHealth, state: ServeState, logger: Logger) async {
+        let gauges = FailureEpisode("reading the queue gauges", logger: logger)
+        let writes = FailureEpisode("the store write check", logger: logger)
+        let pruning = FailureEpisode("nonce pruning", logger: logger)
+        var lastPrune = 0.0
+        var lastCheck = 0.0
+        while !state.dispatchStopped {
+            do {
+                let depth = try store.queueDepth()
+                let dead = try store.deadLetterCount()
+                state.setGauges(queueDepth: depth, deadLetters: dead)
+                gauges.succeeded()
+            } catch {
+                gauges.failed(error, "the last values are kept")
+            }
+            let now = SystemWallClock().now()
+            if now.secondsSince1970 - lastCheck >= 1 {
+                lastCheck = now.secondsSince1970
+                switch health.check(store, now: now) {
+                case .writable: writes.succeeded()
+                case .unwritable(let reason):
+                    writes.failed(StoreError(.unavailable, reason), "/healthz answers 503 until a write succeeds")
+                }
+            }
+            if now.secondsSince1970 - lastPrune > 60 {
+                lastPrune = now.secondsSince1970
+                do {
+                    let pruned = try store.pruneNonces(now: now)
+                    if pruned > 0 { logger.info("pruned nonces", ["count": String(pruned)]) }
+                    pruning.succeeded()
+                } catch {
+                    pruning.failed(error, "retried in a minute")
+                }
+            }
+            try? await Task.sleep(nanoseconds: 250_000_000)
+        }
     }
 
     /// `host:port` as a listen address is written: an IPv6 host in brackets.
@@ -187,14 +254,20 @@ final class ShutdownSignals: Sendable {
 
 /// Flags and gauges shared by the routes and the background tasks of `serve`.
 final class ServeState: Sendable {
-    private let flags = Mutex<(shuttingDown: Bool, dispatchStopped: Bool, queueDepth: Int)>((false, false, 0))
+    private let flags = Mutex<(shuttingDown: Bool, dispatchStopped: Bool, queueDepth: Int, deadLetters: Int?)>((false, false, 0, nil))
     private let counter = Mutex<(@Sendable () -> Int)?>(nil)
 
     var shuttingDown: Bool { flags.withLock { $0.shuttingDown } }
     var dispatchStopped: Bool { flags.withLock { $0.dispatchStopped } }
-    var queueDepth: Int {
-        get { flags.withLock { $0.queueDepth } }
-        set { flags.withLock { $0.queueDepth = newValue } }
+    /// As last read by the maintenance loop (the request path never waits on the store for it).
+    var queueDepth: Int { flags.withLock { $0.queueDepth } }
+    var deadLetters: Int? { flags.withLock { $0.deadLetters } }
+
+    func setGauges(queueDepth: Int, deadLetters: Int) {
+        flags.withLock {
+            $0.queueDepth = queueDepth
+            $0.deadLetters = deadLetters
+        }
     }
     var openConnections: Int { counter.withLock { $0?() ?? 0 } }
 
@@ -211,6 +284,7 @@ struct WebhookService: Sendable {
     let logger: Logger
     let state: ServeState
     let inbound: InboundCallAnswers
+    let health: StoreHealth
 
     private static let unavailable = #"{"outcome":"rejected","reason":"store_unavailable"}"#
 
@@ -219,10 +293,7 @@ struct WebhookService: Sendable {
     /// store or a handler (`/healthz`, `/metrics`, an inbound call's answer) runs on a task.
     func handle(_ request: HTTPRequest, writer: HTTPResponseWriter) {
         let path = request.path
-        guard path.hasPrefix("/webhooks/") else {
-            Task { writer.respond(await respond(to: request)) }
-            return
-        }
+        guard path.hasPrefix("/webhooks/") else { return writer.respond(respond(to: request)) }
         let provider = String(path.dropFirst("/webhooks/".count))
         guard !provider.isEmpty, !provider.contains("/") else { return writer.respond(notFound()) }
         guard request.method == "POST" else {
@@ -231,26 +302,27 @@ struct WebhookService: Sendable {
         deliver(request, provider: provider, writer: writer)
     }
 
-    /// The routes other than `/webhooks/<provider>`.
-    private func respond(to request: HTTPRequest) async -> HTTPResponse {
+    /// The routes other than `/webhooks/<provider>`, answered from state kept in memory: neither waits on
+    /// the store, so a flood of health checks or scrapes costs the store nothing.
+    private func respond(to request: HTTPRequest) -> HTTPResponse {
         let path = request.path
         switch path {
         case "/healthz":
             guard request.method == "GET" || request.method == "HEAD" else {
                 return HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "GET, HEAD"])
             }
-            do {
-                _ = try receiver.store.queueDepth()
+            switch health.status {
+            case .writable:
                 return HTTPResponse.json(200, #"{"status":"ok"}"#)
-            } catch {
-                return HTTPResponse.json(503, #"{"status":"store_unavailable"}"#, headers: ["Retry-After": "5"])
+            case .unwritable(let reason):
+                let body = JSONValue.object(JSONObject(["status": "store_unavailable", "reason": .string(reason)])).serialized()
+                return HTTPResponse.json(503, body, headers: ["Retry-After": "5"])
             }
         case "/metrics":
             guard request.method == "GET" else {
                 return HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "GET"])
             }
-            let text = metrics.render(queueDepth: try? receiver.store.queueDepth(), deadLetters: try? receiver.store.deadLetterCount(),
-                                      openConnections: state.openConnections)
+            let text = metrics.render(queueDepth: state.queueDepth, deadLetters: state.deadLetters, openConnections: state.openConnections)
             return HTTPResponse(status: 200, headers: ["Content-Type": "text/plain; version=0.0.4"], body: Array(text.utf8))
         default:
             return notFound()
@@ -271,10 +343,11 @@ struct WebhookService: Sendable {
     /// on the loop thread, not on the group-commit writer; an inbound call's answer is awaited on a task.
     private func deliver(_ request: HTTPRequest, provider: String, writer: HTTPResponseWriter) {
         let started = DispatchTime.now().uptimeNanoseconds
+        let shownProvider = provider.count > 64 ? provider.prefix(64) + "…" : provider
         if state.shuttingDown || state.queueDepth > receiver.config.queueBound {
             let reason = state.shuttingDown ? "shutting down" : "queue over its bound"
             metrics.recordDelivery(provider: provider, outcome: .rejected, reason: .storeUnavailable, seconds: 0)
-            logger.warning("delivery", ["provider": provider, "outcome": "rejected", "reason": "store_unavailable", "detail": reason, "status": "503"])
+            logger.warning("delivery", ["provider": shownProvider, "outcome": "rejected", "reason": "store_unavailable", "detail": reason, "status": "503"])
             return writer.respond(HTTPResponse.json(503, Self.unavailable, headers: ["Retry-After": "5"]))
         }
         var headers = HeaderFields()
@@ -286,11 +359,21 @@ struct WebhookService: Sendable {
             let finish = { @Sendable (inboundAnswer: String?) -> HTTPResponse in
                 let answer = ReceiveResponse(verdict)
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-                metrics.recordDelivery(provider: provider, outcome: verdict.outcome, reason: verdict.reason, seconds: seconds)
-                logger.info("delivery", [
-                    "provider": provider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
-                    "event_key": verdict.eventKey ?? "-", "status": String(answer.status), "latency_ms": Self.milliseconds(seconds),
-                ])
+                metrics.recordDelivery(provider: provider, outcome: verdict.outcome, reason: verdict.reason, seconds: seconds,
+                                       secretIndex: verdict.secretIndex)
+                if answer.status == 503 {
+                    // Names the cause: the store's error (a full disk, a lock held past the timeout, …).
+                    logger.warning("delivery", [
+                        "provider": shownProvider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
+                        "detail": verdict.detail ?? "-", "status": "503", "latency_ms": Self.milliseconds(seconds),
+                    ])
+                } else {
+                    logger.info("delivery", [
+                        "provider": shownProvider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
+                        "event_key": verdict.eventKey ?? "-", "secret_index": verdict.secretIndex.map(String.init) ?? "-",
+                        "status": String(answer.status), "latency_ms": Self.milliseconds(seconds),
+                    ])
+                }
                 if let inboundAnswer { return HTTPResponse.json(200, inboundAnswer) }
                 var responseHeaders = HTTPHeaders()
                 if answer.status == 503 { responseHeaders.append(name: "Retry-After", value: "5") }
