@@ -120,6 +120,7 @@ public final class Dispatcher: Sendable {
         let results = await runHandlers(batch)
         var failures: [Int: any Error] = [:]
         var committed: [String: (any Error)?] = [:]
+        var partial: [String: PartialCommitError] = [:]
         for (index, result) in results.enumerated() {
             if let error = result.error { failures[index] = error }
         }
@@ -128,12 +129,17 @@ public final class Dispatcher: Sendable {
         for entry in registry.entries {
             let used = results.indices.contains { failures[$0] == nil && results[$0].handlers.contains(entry.name) }
             guard used else { continue }
-            do { try await entry.commit(); committed[entry.name] = .some(nil) } catch { committed[entry.name] = error }
+            do { try await entry.commit(); committed[entry.name] = .some(nil) }
+            catch let error as PartialCommitError { partial[entry.name] = error }
+            catch { committed[entry.name] = error }
         }
         for (index, result) in results.enumerated() where failures[index] == nil {
-            if let failedCommit = result.handlers.lazy.compactMap({ committed[$0] ?? nil }).first {
-                failures[index] = failedCommit
-            }
+            let id = batch[index].id
+            let failedCommit = result.handlers.lazy.compactMap { name -> (any Error)? in
+                if let error = partial[name] { return error.failedEventIDs.contains(id) ? error : nil }
+                return committed[name] ?? nil
+            }.first
+            if let failedCommit { failures[index] = failedCommit }
         }
         var stats = Stats()
         let done = batch.indices.filter { failures[$0] == nil }.map { batch[$0].id }
@@ -147,7 +153,7 @@ public final class Dispatcher: Sendable {
                     try store.deadLetter(event.id, reason: Self.handlerTypeMismatch, error: message, now: clock.now())
                     stats.deadLettered += 1
                     logger.error("dead-lettered", ["event_id": String(event.id), "event_type": event.eventType, "reason": Self.handlerTypeMismatch.rawValue, "error": message])
-                } else if event.attempt >= settings.maxAttempts {
+                } else if event.attempt >= settings.maxAttempts && !Self.isSinkUnavailable(error) {
                     try store.deadLetter(event.id, reason: Self.handlerFailed, error: message, now: clock.now())
                     stats.deadLettered += 1
                     logger.error("dead-lettered", ["event_id": String(event.id), "event_type": event.eventType, "reason": Self.handlerFailed.rawValue,
@@ -165,6 +171,12 @@ public final class Dispatcher: Sendable {
             logger.error("store failed after dispatch; events will be redelivered", ["error": error.description])
         }
         return stats
+    }
+
+    /// Whether `error` says the handler's sink is down rather than the event is bad (never dead-lettered).
+    static func isSinkUnavailable(_ error: any Error) -> Bool {
+        if let partial = error as? PartialCommitError { return partial.underlying is any SinkUnavailable }
+        return error is any SinkUnavailable
     }
 
     /// The wait before retry number `attempt`: `base × 2^(attempt-1)`, capped, with jitter in [50%, 100%].

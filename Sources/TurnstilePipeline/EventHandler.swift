@@ -14,6 +14,18 @@ public struct DispatchContext: Sendable, Hashable {
     public var isReprocess: Bool
     /// The name the handler was registered under.
     public var handlerName: String
+
+    public init(eventID: Int64, provider: String, eventType: String, eventKey: String, receivedAt: Instant, attempt: Int,
+                isReprocess: Bool, handlerName: String) {
+        self.eventID = eventID
+        self.provider = provider
+        self.eventType = eventType
+        self.eventKey = eventKey
+        self.receivedAt = receivedAt
+        self.attempt = attempt
+        self.isReprocess = isReprocess
+        self.handlerName = handlerName
+    }
 }
 
 /// A handler of one typed event. Written in Swift, registered with a ``HandlerRegistry``:
@@ -43,6 +55,25 @@ public protocol EventHandler: Sendable {
 extension EventHandler {
     public func commit() async throws {}
 }
+
+/// A commit that made some of the batch's events durable and not others: only `failedEventIDs` are
+/// retried; the batch's other events handled by that handler are done.
+public struct PartialCommitError: Error, CustomStringConvertible {
+    public let failedEventIDs: Set<Int64>
+    public let underlying: any Error
+
+    public init(failedEventIDs: Set<Int64>, underlying: any Error) {
+        self.failedEventIDs = failedEventIDs
+        self.underlying = underlying
+    }
+
+    public var description: String { String(describing: underlying) }
+}
+
+/// A failure of the handler's sink itself (its disk is full, its mount is gone), not of the event: the
+/// dispatcher retries such events with back-off for as long as it lasts and never dead-letters them for it,
+/// so they go through once the sink works again. Failures show in the handler metrics and the log.
+public protocol SinkUnavailable: Error {}
 
 /// A payload that does not decode as the type a handler asked for.
 public struct EventDecodingError: Error, CustomStringConvertible {

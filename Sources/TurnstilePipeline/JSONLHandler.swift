@@ -8,15 +8,35 @@ import Synchronization
 /// ``commit()``, which the dispatcher calls before it marks the events done. Lines wait in memory until
 /// then (or until a megabyte has gathered), so a batch costs one write and one fsync.
 ///
+/// It never reports an event done whose line is not durable: a write that fails or stops part-way is cut
+/// back (`ftruncate`) to where the file ended before it, so no torn line stays, and only the events whose
+/// lines were not written fail the commit (``PartialCommitError``); a failed fsync cuts back to the last
+/// durable length and fails every event written since. A full or lost sink is ``SinkUnavailable``: its
+/// events are retried with back-off for as long as that lasts, never dead-lettered for it.
+///
 /// Each line: `{"event_id":…,"provider":…,"event_type":…,"event_key":…,"received_at":…,"attempt":…,
 /// "reprocess":…,"handler":…,"payload":<the body as JSON, or null>,"body":<the body as text when it is not JSON>}`.
 public final class JSONLHandler: EventHandler {
     public typealias Event = GenericEvent
 
     public let path: String
-    /// The file, and the lines handled but not yet written.
-    private let file: Mutex<(descriptor: Int32, pending: [UInt8])>
+    private let file: Mutex<SinkFile>
     static let flushThreshold = 1 << 20
+
+    /// The file and what is known of it, used under the mutex only.
+    private struct SinkFile {
+        let descriptor: Int32
+        /// Lines handled and not yet written, and the events they belong to.
+        var pending: [UInt8] = []
+        var pendingEvents: [Int64] = []
+        /// Events whose lines are written since the last fsync.
+        var writtenEvents: [Int64] = []
+        /// Events whose lines could not be written since the last commit, and why.
+        var failedEvents: [Int64] = []
+        var failure: HandlerIOError? = nil
+        /// The file's length after the last successful fsync: everything before it is durable.
+        var durableLength: Int64
+    }
 
     /// Opens `path` for appending, creating it (mode 0644) if needed.
     /// - Throws: ``InputError`` naming the file when it cannot be opened.
@@ -26,7 +46,7 @@ public final class JSONLHandler: EventHandler {
             throw InputError(.unreadableFile, "cannot open for appending: \(String(cString: strerror(errno)))", file: path)
         }
         self.path = path
-        self.file = Mutex((fd, []))
+        self.file = Mutex(SinkFile(descriptor: fd, durableLength: Int64(lseek(fd, 0, SEEK_END))))
     }
 
     deinit {
@@ -34,6 +54,16 @@ public final class JSONLHandler: EventHandler {
     }
 
     public func handle(_ event: GenericEvent, context: DispatchContext) async throws {
+        var line = Self.line(event, context: context)
+        line.append(0x0a)
+        file.withLock { file in
+            file.pending += line
+            file.pendingEvents.append(context.eventID)
+            if file.pending.count >= Self.flushThreshold { flush(&file) }
+        }
+    }
+
+    static func line(_ event: GenericEvent, context: DispatchContext) -> [UInt8] {
         var object = JSONObject()
         object["event_id"] = .number(JSONNumber(context.eventID))
         object["provider"] = .string(event.provider)
@@ -43,62 +73,95 @@ public final class JSONLHandler: EventHandler {
         object["attempt"] = .number(JSONNumber(Int64(context.attempt)))
         object["reprocess"] = .bool(context.isReprocess)
         object["handler"] = .string(context.handlerName)
-        var line: [UInt8]
         if event.payload != nil, !event.body.contains(0x0a), !event.body.contains(0x0d) {
             // The body is JSON on one line already: copy its bytes instead of re-serialising it.
             object["payload"] = .null
-            line = JSONValue.object(object).javaScriptStringified()
+            var line = JSONValue.object(object).javaScriptStringified()
             line.removeLast("null}".utf8.count)
             line += event.body
             line.append(UInt8(ascii: "}"))
-        } else {
-            object["payload"] = event.payload ?? .null
-            if event.payload == nil { object["body"] = .string(String(decoding: event.body, as: UTF8.self)) }
-            line = JSONValue.object(object).javaScriptStringified()
+            return line
         }
-        line.append(0x0a)
-        try file.withLock { file in
-            file.pending += line
-            if file.pending.count >= Self.flushThreshold { try flush(&file) }
-        }
+        object["payload"] = event.payload ?? .null
+        if event.payload == nil { object["body"] = .string(String(decoding: event.body, as: UTF8.self)) }
+        return JSONValue.object(object).javaScriptStringified()
     }
 
     /// Writes the pending lines and makes every line so far durable.
+    /// - Throws: ``PartialCommitError`` naming the events whose lines are not durable; the others are.
     public func commit() async throws {
-        try file.withLock { file in
-            try flush(&file)
-            guard fsync(file.descriptor) == 0 else { throw HandlerIOError(path: path, operation: "fsync", code: errno) }
+        try file.withLock { file throws(PartialCommitError) in
+            flush(&file)
+            if !file.writtenEvents.isEmpty {
+                if fsync(file.descriptor) == 0 {
+                    file.durableLength = Int64(lseek(file.descriptor, 0, SEEK_END))
+                } else {
+                    // What fsync could not make durable is cut away; its events are written again later.
+                    let error = HandlerIOError(path: path, operation: "fsync", code: errno)
+                    _ = ftruncate(file.descriptor, off_t(file.durableLength))
+                    file.failedEvents += file.writtenEvents
+                    file.failure = file.failure ?? error
+                }
+                file.writtenEvents = []
+            }
+            guard let failure = file.failure else { return }
+            let failed = Set(file.failedEvents)
+            file.failedEvents = []
+            file.failure = nil
+            throw PartialCommitError(failedEventIDs: failed, underlying: failure)
         }
     }
 
-    /// Writes the pending lines. On failure they are dropped: the commit fails, so their events are retried
-    /// and handled again.
-    private func flush(_ file: inout (descriptor: Int32, pending: [UInt8])) throws {
-        defer { file.pending.removeAll(keepingCapacity: true) }
+    /// Writes the pending lines in one go. On failure, or a write that stops part-way, the file is cut back
+    /// to its length before, and the lines' events are recorded as failed for ``commit()``.
+    private func flush(_ file: inout SinkFile) {
         guard !file.pending.isEmpty else { return }
-        try Self.writeAll(file.descriptor, file.pending, path: path)
+        defer {
+            file.pending.removeAll(keepingCapacity: file.pending.capacity <= Self.flushThreshold * 2)
+            file.pendingEvents.removeAll(keepingCapacity: true)
+        }
+        let before = lseek(file.descriptor, 0, SEEK_END)
+        do {
+            try Self.writeAll(file.descriptor, file.pending, path: path)
+            file.writtenEvents += file.pendingEvents
+        } catch {
+            if before >= 0 { _ = ftruncate(file.descriptor, before) }
+            file.failedEvents += file.pendingEvents
+            file.failure = file.failure ?? error
+        }
     }
 
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
-        try bytes.withUnsafeBytes { raw in
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(HandlerIOError) {
+        let failure = bytes.withUnsafeBytes { raw -> Int32? in
             var offset = 0
             while offset < raw.count {
                 let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if written < 0 {
                     if errno == EINTR { continue }
-                    throw HandlerIOError(path: path, operation: "write", code: errno)
+                    return errno
                 }
+                if written == 0 { return EIO }
                 offset += written
             }
+            return nil
         }
+        if let failure { throw HandlerIOError(path: path, operation: "write", code: failure) }
     }
 }
 
-/// A handler's file operation failed (a full disk, a removed folder): the event is retried.
-public struct HandlerIOError: Error, CustomStringConvertible {
+/// A handler's file operation failed (a full disk, a removed folder): its events are retried, for as long
+/// as the sink is unavailable, never dead-lettered for it.
+public struct HandlerIOError: Error, CustomStringConvertible, SinkUnavailable {
     public let path: String
     public let operation: String
     public let code: Int32
+
+    public init(path: String, operation: String, code: Int32) {
+        self.path = path
+        self.operation = operation
+        self.code = code
+    }
+
     public var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
 }
 

@@ -142,13 +142,59 @@ import TurnstileSQLite
         #expect(parsed.allSatisfy { $0["handler"]?.stringValue == "all" && $0["event_type"]?.stringValue == "github.push" })
     }
 
-    @Test func jsonlWriteFailureRetriesInsteadOfLosing() async throws {
+    /// A full sink used to dead-letter its events after `max_attempts`; they were never retried when space
+    /// came back. It now retries them for as long as the sink is down, and dead-letters none.
+    @Test func aFullSinkIsRetriedAndNeverDeadLettered() async throws {
         let harness = try Harness()
         _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
         let registry = try HandlerRegistry.builtIn([HandlerConfig(name: "full-disk", type: "jsonl", path: "/dev/full", events: ["*"])])
+        let attempts = Counter()
+        let stats = try await harness.dispatcher(registry, maxAttempts: 2).drain(shouldStop: { attempts.value >= 6 },
+                                                                                progress: { _ in attempts.increment() })
+        #expect(stats.retried >= 5)
+        #expect(stats.deadLettered == 0)
+        #expect(try harness.store.deadLetterCount() == 0)
+        #expect(try harness.store.queueDepth() == 1)
+    }
+
+    @Test func eventsOfAnUnavailableSinkGoThroughOnceItWorksAgain() async throws {
+        let harness = try Harness()
+        _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
+        let sink = FlakySink(failures: 5)
+        var registry = HandlerRegistry()
+        registry.register(sink, name: "flaky", events: ["*"])
         let stats = try await harness.dispatcher(registry, maxAttempts: 2).drain()
-        #expect(stats.deadLettered == 1)
-        #expect(try harness.store.deadLetters(limit: 1).first?.lastError.contains("No space left on device") == true)
+        #expect(stats.dispatched == 1)
+        #expect(stats.deadLettered == 0)
+        #expect(sink.calls == 6)
+    }
+
+    /// The dispatcher's long-running form outlives a store that fails (locked, full): it keeps trying and
+    /// dispatches once the store answers.
+    @Test func runSurvivesStoreErrorsAndResumes() async throws {
+        let harness = try Harness()
+        _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
+        let store = SwitchableStore(harness.store)
+        store.failing = true
+        let recorder = Recorder<GenericEvent>()
+        var registry = HandlerRegistry()
+        registry.register(recorder, name: "r", events: ["*"])
+        let log = InMemoryLogHandler()
+        var settings = DispatchSettings()
+        settings.backoffBaseSeconds = 0.001
+        let dispatcher = Dispatcher(store: store, registry: registry, settings: settings, logger: Logger(handler: log))
+        let done = Counter()
+        let running = Task { await dispatcher.run(idleSeconds: 0.01, shouldStop: { done.value > 0 }) }
+        while store.failedCalls < 3 { try await Task.sleep(nanoseconds: 5_000_000) }
+        #expect(recorder.events.isEmpty)
+        store.failing = false
+        while recorder.events.isEmpty { try await Task.sleep(nanoseconds: 5_000_000) }
+        done.increment()
+        _ = await running.value
+        #expect(log.entries.contains { $0.message == "dispatch failed" })
+        #expect(log.entries.contains { $0.message == "dispatch recovered" })
+        // One line for the episode, not one per failed call.
+        #expect(log.entries.filter { $0.message.hasPrefix("dispatch") }.count == 2)
     }
 
     @Test func patterns() {
@@ -171,5 +217,71 @@ import TurnstileSQLite
             #expect((2...4).contains(dispatcher.backoff(attempt: 3)))
             #expect((5...10).contains(dispatcher.backoff(attempt: 30)))
         }
+    }
+}
+
+/// The jsonl handler on a disk that fills up part-way through a batch (a 3 MiB tmpfs, so root only).
+@Suite(.serialized) struct JSONLDurabilityTests {
+    private static func event(_ id: Int64, bytes: Int) -> (GenericEvent, DispatchContext) {
+        let body = Array(("{\"pad\":\"" + String(repeating: "x", count: bytes) + "\"}").utf8)
+        let queued = QueuedEvent(id: id, provider: "github", eventType: "github.push", eventKey: "k\(id)", payload: body,
+                                 receivedAt: signedAt, attempt: 1, isReprocess: false)
+        let context = DispatchContext(eventID: id, provider: "github", eventType: "github.push", eventKey: "k\(id)",
+                                      receivedAt: signedAt, attempt: 1, isReprocess: false, handlerName: "sink")
+        return (GenericEvent(queued: queued), context)
+    }
+
+    @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root; CI runs as root"))
+    func aWriteThatRunsOutOfSpaceIsCutBackAndFailsOnlyItsEvents() async throws {
+        let mount = try temporaryFolder()
+        guard Process.run("/bin/mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", mount]) == 0 else {
+            Issue.record("mount failed")
+            return
+        }
+        defer { _ = Process.run("/bin/umount", [mount]) }
+        let path = mount + "/events.jsonl"
+        // Something else on the disk, which an operator removes later to make room.
+        let filler = mount + "/filler"
+        try Data(count: 1_200_000).write(to: URL(fileURLWithPath: filler))
+        let handler = try JSONLHandler(path: path)
+        // Event 1 is committed on its own; event 2 fills the handler's buffer and is written during the
+        // batch; event 3's write runs out of space part-way.
+        let (first, firstContext) = Self.event(1, bytes: 100)
+        try await handler.handle(first, context: firstContext)
+        try await handler.commit()
+        let (second, secondContext) = Self.event(2, bytes: 1_100_000)
+        try await handler.handle(second, context: secondContext)
+        let (third, thirdContext) = Self.event(3, bytes: 1_100_000)
+        try await handler.handle(third, context: thirdContext)
+        do {
+            try await handler.commit()
+            Issue.record("the commit succeeded on a full disk")
+        } catch let error as PartialCommitError {
+            #expect(error.failedEventIDs == [3])
+            #expect(String(describing: error).contains("No space left on device"))
+        }
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(bytes.last == 0x0a, "no torn line is left")
+        let lines = bytes.split(separator: 0x0a)
+        #expect(lines.count == 2)
+        #expect(try lines.map { try JSONParser.parse(Array($0))["event_id"]?.numberValue?.text } == ["1", "2"])
+        // Space comes back: the failed event is written by its retry, after the two lines kept.
+        try FileManager.default.removeItem(atPath: filler)
+        try await handler.handle(third, context: thirdContext)
+        try await handler.commit()
+        let after = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path))).split(separator: 0x0a)
+        #expect(try after.map { try JSONParser.parse(Array($0))["event_id"]?.numberValue?.text } == ["1", "2", "3"])
+    }
+}
+
+extension Process {
+    /// Runs `executable` with `arguments` and returns its exit status.
+    static func run(_ executable: String, _ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        do { try process.run() } catch { return -1 }
+        process.waitUntilExit()
+        return process.terminationStatus
     }
 }

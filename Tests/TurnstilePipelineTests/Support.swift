@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import Synchronization
 import TurnstileCore
@@ -91,4 +94,75 @@ final class Recorder<Event: DispatchableEvent>: EventHandler, @unchecked Sendabl
 struct TestFailure: Error, CustomStringConvertible {
     let attempt: Int
     var description: String { "injected failure on attempt \(attempt)" }
+}
+
+/// A thread-safe count.
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    var value: Int { count.withLock { $0 } }
+    func increment() { count.withLock { $0 += 1 } }
+}
+
+/// A sink that is unavailable (a full disk) for its first `failures` calls.
+final class FlakySink: EventHandler, Sendable {
+    private let failures: Int
+    private let count = Mutex(0)
+    init(failures: Int) { self.failures = failures }
+    var calls: Int { count.withLock { $0 } }
+
+    func handle(_ event: GenericEvent, context: DispatchContext) async throws {
+        let call = count.withLock { count -> Int in
+            count += 1
+            return count
+        }
+        if call <= failures { throw HandlerIOError(path: "/flaky", operation: "write", code: ENOSPC) }
+    }
+}
+
+/// A store that fails every call while `failing` is set, as a locked or full SQLite file does.
+final class SwitchableStore: EventStore, @unchecked Sendable {
+    // `@unchecked`: the two counters are behind a mutex; `base` is itself Sendable.
+    private let base: SQLiteEventStore
+    private let state = Mutex<(failing: Bool, failed: Int)>((false, 0))
+    init(_ base: SQLiteEventStore) { self.base = base }
+
+    var failing: Bool {
+        get { state.withLock { $0.failing } }
+        set { state.withLock { $0.failing = newValue } }
+    }
+    var failedCalls: Int { state.withLock { $0.failed } }
+
+    private func gate() throws(StoreError) {
+        let fail = state.withLock { state -> Bool in
+            if state.failing { state.failed += 1 }
+            return state.failing
+        }
+        if fail { throw StoreError(.unavailable, "database is locked") }
+    }
+
+    func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] { try gate(); return try base.admit(batch) }
+    func lease(limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] {
+        try gate(); return try base.lease(limit: limit, owner: owner, now: now, leaseSeconds: leaseSeconds)
+    }
+    func complete(_ ids: [Int64]) throws(StoreError) { try gate(); try base.complete(ids) }
+    func retry(_ id: Int64, at: Instant, error: String) throws(StoreError) { try gate(); try base.retry(id, at: at, error: error) }
+    func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError) {
+        try gate(); try base.deadLetter(id, reason: reason, error: error, now: now)
+    }
+    func nextDue() throws(StoreError) -> Instant? { try gate(); return try base.nextDue() }
+    func queueDepth() throws(StoreError) -> Int { try gate(); return try base.queueDepth() }
+    func deadLetterCount() throws(StoreError) -> Int { try gate(); return try base.deadLetterCount() }
+    func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter] { try gate(); return try base.deadLetters(limit: limit) }
+    func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int { try gate(); return try base.requeueDeadLetters(ids, now: now) }
+    func keepAnswer(provider: String, eventKey: String, answer: String, now: Instant) throws(StoreError) -> String {
+        try gate(); return try base.keepAnswer(provider: provider, eventKey: eventKey, answer: answer, now: now)
+    }
+    func keptAnswer(provider: String, eventKey: String) throws(StoreError) -> String? {
+        try gate(); return try base.keptAnswer(provider: provider, eventKey: eventKey)
+    }
+    func checkWritable(now: Instant) throws(StoreError) { try gate(); try base.checkWritable(now: now) }
+    func pruneNonces(now: Instant) throws(StoreError) -> Int { try gate(); return try base.pruneNonces(now: now) }
+    func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws {
+        try gate(); try base.forEachArchived(provider: provider, since: since, body)
+    }
 }
