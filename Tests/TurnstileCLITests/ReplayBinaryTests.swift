@@ -12,10 +12,17 @@ struct TemporaryConfig {
     let path: String
     let events: String
 
-    init(handlerPath: String? = nil, maxAttempts: Int = 3, leaseSeconds: Double = 30, extra: String = "") throws {
+    /// The store's file.
+    let store: String
+    let maxBodyBytes: Int
+
+    init(handlerPath: String? = nil, maxAttempts: Int = 3, leaseSeconds: Double = 30, maxBodyBytes: Int = 65_536,
+         store: String? = nil, extra: String = "") throws {
         folder = try temporaryFolder()
         events = folder + "/events.jsonl"
         path = folder + "/turnstile.json"
+        self.store = store ?? folder + "/turnstile.db"
+        self.maxBodyBytes = maxBodyBytes
         try write(handlerPath: handlerPath ?? events, maxAttempts: maxAttempts, leaseSeconds: leaseSeconds, extra: extra)
     }
 
@@ -24,7 +31,7 @@ struct TemporaryConfig {
         let fixtures = try JSONParser.parse(String(contentsOfFile: repositoryRoot + "/fixtures/turnstile.json", encoding: .utf8))
         let providers = fixtures["providers"]!.serialized()
         try """
-            {"store":"sqlite:\(folder)/turnstile.db","env_file":"\(repositoryRoot)/fixtures/secrets.env","max_body_bytes":65536,
+            {"store":"sqlite:\(store)","env_file":"\(repositoryRoot)/fixtures/secrets.env","max_body_bytes":\(maxBodyBytes),
              "providers":\(providers),
              "dispatch":{"max_attempts":\(maxAttempts),"backoff_base_seconds":0.01,"backoff_max_seconds":0.05,"lease_seconds":\(leaseSeconds)},
              "handlers":[{"name":"all-events","type":"jsonl","path":"\(handlerPath)","events":["*"]}]\(extra)}

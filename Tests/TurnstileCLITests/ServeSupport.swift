@@ -12,14 +12,19 @@ final class RunningServer: @unchecked Sendable {
     let logPath: String
     let port: Int
 
-    init(config: TemporaryConfig) throws {
+    /// - Parameter limitDescriptors: run under `prlimit --nofile=N` (the descriptor limit).
+    init(config: TemporaryConfig, limitDescriptors: Int? = nil, logName: String = "serve.log") throws {
         self.config = config
-        logPath = config.folder + "/serve.log"
-        port = try launchTurnstile(process, ["serve", "--config", config.path], logPath: logPath) { line in
+        logPath = config.folder + "/" + logName
+        var prefix: [String] = []
+        if let limitDescriptors { prefix = ["/usr/bin/prlimit", "--nofile=\(limitDescriptors):\(limitDescriptors)"] }
+        port = try launchTurnstile(process, ["serve", "--config", config.path], logPath: logPath, through: prefix) { line in
             guard line.contains(#""msg":"listening""#), let address = try? JSONParser.parse(line)["address"]?.stringValue else { return nil }
             return Int(address.split(separator: ":").last ?? "")
         }
     }
+
+    var pid: Int32 { process.processIdentifier }
 
     func log() throws -> [String] {
         try String(contentsOfFile: logPath, encoding: .utf8).split(separator: "\n").map(String.init)
@@ -39,10 +44,12 @@ final class RunningServer: @unchecked Sendable {
 
 /// Runs the `turnstile` binary in `process` from the repository root, its stderr going to `logPath`, and waits
 /// until `port` finds the port it listens on in a line of that log.
-func launchTurnstile(_ process: Process, _ arguments: [String], logPath: String, port: (String) -> Int?) throws -> Int {
+func launchTurnstile(_ process: Process, _ arguments: [String], logPath: String, through prefix: [String] = [],
+                     port: (String) -> Int?) throws -> Int {
     _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-    process.executableURL = URL(fileURLWithPath: turnstileBinary)
-    process.arguments = arguments
+    // A prefix (such as prlimit) execs the binary, so the process keeps its pid.
+    process.executableURL = URL(fileURLWithPath: prefix.first ?? turnstileBinary)
+    process.arguments = prefix.isEmpty ? arguments : Array(prefix.dropFirst()) + [turnstileBinary] + arguments
     process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
     process.standardOutput = FileHandle.nullDevice
     process.standardError = FileHandle(forWritingAtPath: logPath)

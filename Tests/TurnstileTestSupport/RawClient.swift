@@ -16,6 +16,12 @@ public struct RawResponse {
     public let headers: [(String, String)]
     public let body: String
 
+    public init(status: Int, headers: [(String, String)], body: String) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
     public func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
 }
 

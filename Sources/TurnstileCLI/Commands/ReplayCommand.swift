@@ -140,6 +140,7 @@ struct ReplayCommand: TurnstileCommand {
             console.err("replay: dispatched \(stats.dispatched) events, \(stats.dispatched - early.dispatched) of them after the input ended, in \(dispatchWatch.elapsedText) "
                         + "(retried \(stats.retried), dead-lettered \(stats.deadLettered)); total \(Stopwatch.format(admitted + dispatchWatch.elapsed))")
         }
+        if check && tally.total == 0 { return VerifyCommand.nothingChecked(paths, console: console) }
         return mismatches > 0 ? ExitStatus.checkFailed : ExitStatus.success
     }
 }

@@ -116,9 +116,12 @@ struct PruneCommand: TurnstileCommand {
         usage: "prune --config FILE [--now ISO8601]",
         options: [
             .option("config", "FILE", required: true, help: "The Turnstile config file (JSON)."),
-            .option("now", "ISO8601", help: "Prune as if it were this instant (default: the clock)."),
+            .option("now", "ISO8601", help: "Prune as if it were this instant (default: the clock); not later than the clock."),
         ],
-        discussion: "Prints {\"pruned\":N} on stdout.")
+        discussion: """
+            Prints {"pruned":N} on stdout. A --now later than the clock is refused: it would delete nonces that still
+            guard against replays, and a replayed delivery would then be accepted and dispatched again.
+            """)
 
     let configPath: String
     let now: Instant?
@@ -126,6 +129,9 @@ struct PruneCommand: TurnstileCommand {
     init(_ arguments: ParsedArguments) throws(UsageError) {
         configPath = arguments.value("config") ?? ""
         now = try arguments.instant("now")
+        if let now, now > SystemWallClock().now().adding(seconds: 1) {
+            throw UsageError("--now \(now.iso8601) is later than the clock; pruning as of a future instant would delete live nonces")
+        }
     }
 
     func run(console: any Console) async throws -> Int32 {

@@ -64,6 +64,13 @@ struct VerifyCommand: TurnstileCommand {
         }
         console.err("verify: \(tally.total) deliveries: \(tally.summary.isEmpty ? "none" : tally.summary)"
                     + (check ? "; \(mismatches) differ from expect" : ""))
+        if check && tally.total == 0 { return Self.nothingChecked(paths, console: console) }
         return mismatches > 0 ? ExitStatus.checkFailed : ExitStatus.success
+    }
+
+    /// `--check` over paths that hold no delivery checks nothing, which must not pass as a success.
+    static func nothingChecked(_ paths: [String], console: any Console) -> Int32 {
+        console.err("error: --check found no deliveries in \(paths.joined(separator: " ")), so nothing was checked")
+        return ExitStatus.usage
     }
 }
