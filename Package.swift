@@ -42,6 +42,10 @@ let package = Package(
         .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite"]),
         .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileCrypto", "TurnstileSQLite", "TurnstileHTTP"]),
         .executableTarget(name: "turnstile", dependencies: ["TurnstileCLI"]),
+        // Fuzz targets (arbitrary bytes in, invariants checked) and the binary libFuzzer drives
+        // (`Tests/Fuzz/run.sh` builds it with -sanitize=fuzzer,address -DFUZZING); not part of any product.
+        .target(name: "TurnstileFuzz", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileHTTP"]),
+        .executableTarget(name: "turnstile-fuzz", dependencies: ["TurnstileFuzz"]),
 
         .testTarget(name: "TurnstileCryptoTests", dependencies: ["TurnstileCrypto"]),
         .testTarget(name: "TurnstileCoreTests", dependencies: ["TurnstileCore"]),
@@ -51,6 +55,7 @@ let package = Package(
         .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore", "TurnstileIngest", "TurnstileTestSupport"]),
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile"]),
         .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport"]),
+        .testTarget(name: "TurnstileFuzzTests", dependencies: ["TurnstileFuzz"]),
         .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -23,6 +23,10 @@ public final class Dispatcher: Sendable {
     /// Reason codes of dead letters written by the dispatcher.
     public static let handlerFailed = Reason(rawValue: "handler_failed")
     public static let handlerTypeMismatch = Reason(rawValue: "handler_type_mismatch")
+    /// A batch run (``drain(shouldStop:progress:)``) gave up on a sink that stayed unavailable (a full disk):
+    /// retry the dead letters once it works. The long-running ``run(idleSeconds:shouldStop:progress:)``
+    /// never dead-letters for that reason; it keeps retrying with back-off.
+    public static let sinkUnavailable = Reason(rawValue: "sink_unavailable")
 
     private let store: any EventStore
     private let registry: HandlerRegistry
@@ -50,7 +54,7 @@ public final class Dispatcher: Sendable {
     /// it did, when `shouldStop` turns true between batches. A store error ends it (a batch job reports it).
     public func drain(shouldStop: @Sendable () -> Bool = { false },
                       progress: (Stats) -> Void = { _ in }) async throws(StoreError) -> Stats {
-        try await loop(stopWhenEmpty: true, idleSeconds: 1, survivesStoreErrors: false, shouldStop: shouldStop, progress: progress)
+        try await loop(stopWhenEmpty: true, idleSeconds: 1, longRunning: false, shouldStop: shouldStop, progress: progress)
     }
 
     /// Dispatches until `shouldStop` turns true, polling an empty queue every `idleSeconds`: the
@@ -62,16 +66,18 @@ public final class Dispatcher: Sendable {
     public func run(idleSeconds: Double = 0.2, shouldStop: @Sendable () -> Bool,
                     progress: (Stats) -> Void = { _ in }) async -> Stats {
         do {
-            return try await loop(stopWhenEmpty: false, idleSeconds: idleSeconds, survivesStoreErrors: true,
+            return try await loop(stopWhenEmpty: false, idleSeconds: idleSeconds, longRunning: true,
                                   shouldStop: shouldStop, progress: progress)
         } catch {
-            // Unreachable: with survivesStoreErrors the loop catches every store error itself.
+            // Unreachable: a long-running loop catches every store error itself.
             logger.error("dispatch stopped", ["error": error.description])
             return Stats()
         }
     }
 
-    private func loop(stopWhenEmpty: Bool, idleSeconds: Double, survivesStoreErrors: Bool, shouldStop: @Sendable () -> Bool,
+    /// - Parameter longRunning: store errors are waited out instead of thrown, and events of an unavailable
+    ///   sink are retried for as long as it lasts instead of dead-lettered after `max_attempts`.
+    private func loop(stopWhenEmpty: Bool, idleSeconds: Double, longRunning: Bool, shouldStop: @Sendable () -> Bool,
                       progress: (Stats) -> Void) async throws(StoreError) -> Stats {
         var stats = Stats()
         var backoff = Backoff()
@@ -83,7 +89,7 @@ public final class Dispatcher: Sendable {
                 batch = try store.lease(limit: settings.batchSize, owner: owner, now: clock.now(), leaseSeconds: settings.leaseSeconds)
                 if batch.isEmpty { due = try store.nextDue() }
             } catch {
-                guard survivesStoreErrors else { throw error }
+                guard longRunning else { throw error }
                 episode.failed(error, "dispatch backs off and retries")
                 await Self.pause(backoff.next(), shouldStop: shouldStop)
                 continue
@@ -96,7 +102,7 @@ public final class Dispatcher: Sendable {
                 await Self.pause(min(max(until, 0.001), idleSeconds), shouldStop: shouldStop)
                 continue
             }
-            let outcome = await process(batch)
+            let outcome = await process(batch, retryingUnavailableSinks: longRunning)
             stats.dispatched += outcome.dispatched
             stats.retried += outcome.retried
             stats.deadLettered += outcome.deadLettered
@@ -116,7 +122,7 @@ public final class Dispatcher: Sendable {
     }
 
     /// Runs one leased batch to the end: handlers, commits, then done / retry / dead letter in the store.
-    func process(_ batch: [QueuedEvent]) async -> Stats {
+    func process(_ batch: [QueuedEvent], retryingUnavailableSinks: Bool) async -> Stats {
         let results = await runHandlers(batch)
         var failures: [Int: any Error] = [:]
         var committed: [String: (any Error)?] = [:]
@@ -153,10 +159,11 @@ public final class Dispatcher: Sendable {
                     try store.deadLetter(event.id, reason: Self.handlerTypeMismatch, error: message, now: clock.now())
                     stats.deadLettered += 1
                     logger.error("dead-lettered", ["event_id": String(event.id), "event_type": event.eventType, "reason": Self.handlerTypeMismatch.rawValue, "error": message])
-                } else if event.attempt >= settings.maxAttempts && !Self.isSinkUnavailable(error) {
-                    try store.deadLetter(event.id, reason: Self.handlerFailed, error: message, now: clock.now())
+                } else if event.attempt >= settings.maxAttempts && !(retryingUnavailableSinks && Self.isSinkUnavailable(error)) {
+                    let reason = Self.isSinkUnavailable(error) ? Self.sinkUnavailable : Self.handlerFailed
+                    try store.deadLetter(event.id, reason: reason, error: message, now: clock.now())
                     stats.deadLettered += 1
-                    logger.error("dead-lettered", ["event_id": String(event.id), "event_type": event.eventType, "reason": Self.handlerFailed.rawValue,
+                    logger.error("dead-lettered", ["event_id": String(event.id), "event_type": event.eventType, "reason": reason.rawValue,
                                                    "attempts": String(event.attempt), "error": message])
                 } else {
                     let delay = backoff(attempt: event.attempt)

@@ -70,9 +70,10 @@ public struct PartialCommitError: Error, CustomStringConvertible {
     public var description: String { String(describing: underlying) }
 }
 
-/// A failure of the handler's sink itself (its disk is full, its mount is gone), not of the event: the
+/// A failure of the handler's sink itself (its disk is full, its mount is gone), not of the event. `serve`'s
 /// dispatcher retries such events with back-off for as long as it lasts and never dead-letters them for it,
-/// so they go through once the sink works again. Failures show in the handler metrics and the log.
+/// so they go through once the sink works again; failures show in the handler metrics and the log. A batch
+/// run (`replay`, `dispatch`) dead-letters them after `max_attempts` with `sink_unavailable`, to retry later.
 public protocol SinkUnavailable: Error {}
 
 /// A payload that does not decode as the type a handler asked for.

@@ -113,7 +113,7 @@ struct TemporaryConfig {
         #expect(replay.stderr.contains("dead-lettered"))
         let letters = try run(["dead-letters", "--config", config.path, "list"]).lines.map { try JSONParser.parse($0) }
         #expect(letters.count == 2)
-        #expect(letters.allSatisfy { $0["reason"]?.stringValue == "handler_failed" })
+        #expect(letters.allSatisfy { $0["reason"]?.stringValue == "sink_unavailable" })
         #expect(letters.allSatisfy { ($0["last_error"]?.stringValue ?? "").contains("No space left on device") })
 
         try config.write(handlerPath: config.events)

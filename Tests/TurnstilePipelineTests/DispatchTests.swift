@@ -143,18 +143,29 @@ import TurnstileSQLite
     }
 
     /// A full sink used to dead-letter its events after `max_attempts`; they were never retried when space
-    /// came back. It now retries them for as long as the sink is down, and dead-letters none.
+    /// came back. The long-running dispatcher now retries them for as long as the sink is down.
     @Test func aFullSinkIsRetriedAndNeverDeadLettered() async throws {
         let harness = try Harness()
         _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
         let registry = try HandlerRegistry.builtIn([HandlerConfig(name: "full-disk", type: "jsonl", path: "/dev/full", events: ["*"])])
         let attempts = Counter()
-        let stats = try await harness.dispatcher(registry, maxAttempts: 2).drain(shouldStop: { attempts.value >= 6 },
-                                                                                progress: { _ in attempts.increment() })
+        let stats = await harness.dispatcher(registry, maxAttempts: 2).run(idleSeconds: 0.001, shouldStop: { attempts.value >= 6 },
+                                                                          progress: { _ in attempts.increment() })
         #expect(stats.retried >= 5)
         #expect(stats.deadLettered == 0)
         #expect(try harness.store.deadLetterCount() == 0)
         #expect(try harness.store.queueDepth() == 1)
+    }
+
+    @Test func aBatchRunDeadLettersAnUnavailableSinkAsSuch() async throws {
+        let harness = try Harness()
+        _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
+        let registry = try HandlerRegistry.builtIn([HandlerConfig(name: "full-disk", type: "jsonl", path: "/dev/full", events: ["*"])])
+        let stats = try await harness.dispatcher(registry, maxAttempts: 2).drain()
+        #expect(stats.deadLettered == 1)
+        let letter = try #require(try harness.store.deadLetters(limit: 1).first)
+        #expect(letter.reason == Dispatcher.sinkUnavailable)
+        #expect(letter.lastError.contains("No space left on device"))
     }
 
     @Test func eventsOfAnUnavailableSinkGoThroughOnceItWorksAgain() async throws {
@@ -163,7 +174,7 @@ import TurnstileSQLite
         let sink = FlakySink(failures: 5)
         var registry = HandlerRegistry()
         registry.register(sink, name: "flaky", events: ["*"])
-        let stats = try await harness.dispatcher(registry, maxAttempts: 2).drain()
+        let stats = await harness.dispatcher(registry, maxAttempts: 2).run(idleSeconds: 0.001, shouldStop: { sink.calls >= 6 })
         #expect(stats.dispatched == 1)
         #expect(stats.deadLettered == 0)
         #expect(sink.calls == 6)
