@@ -41,13 +41,14 @@ public enum FuzzTargets {
         let whole = parse(input, limits: limits, piece: input.count)
         let bytewise = parse(input, limits: limits, piece: 1)
         let sized = parse(input, limits: limits, piece: 1 + Int(input.first ?? 0) % 61)
-        precondition(whole == bytewise, "whole and byte-at-a-time parses differ")
-        precondition(whole == sized, "whole and piecewise parses differ")
+        precondition(whole == bytewise, "whole and byte-at-a-time parses differ: \(whole.summary) against \(bytewise.summary)")
+        precondition(whole == sized, "whole and piecewise parses differ: \(whole.summary) against \(sized.summary)")
     }
 
     private struct ParseResult: Equatable {
         var requests: [HTTPRequest] = []
         var refusal: Int? = nil
+        var summary: String { "\(requests.count) requests, refusal \(refusal.map(String.init) ?? "none")" }
     }
 
     private static func parse(_ input: [UInt8], limits: HTTPLimits, piece: Int) -> ParseResult {

@@ -209,6 +209,14 @@ public struct HTTPRequestParser: Sendable {
         var index = start + scanned
         var headEnd: Int? = nil
         while index < buffer.end {
+            // The limits are checked at each byte, before what the byte is: the verdict on a head must not
+            // depend on how its bytes were split into reads (a fuzz target checks exactly that).
+            if index - start + leadingBlankBytes >= limits.maxHeaderBytes {
+                throw HTTPParseError(431, "the request head is larger than \(limits.maxHeaderBytes) bytes")
+            }
+            if !sawLineFeed && index - start >= limits.maxRequestLineBytes {
+                throw HTTPParseError(431, "the request line is longer than \(limits.maxRequestLineBytes) bytes")
+            }
             let byte = buffer.bytes[index]
             if byte == 0x0a {
                 guard index > start, buffer.bytes[index - 1] == 0x0d else { throw HTTPParseError(400, "bare LF in the request head") }
@@ -223,11 +231,6 @@ public struct HTTPRequestParser: Sendable {
             index += 1
         }
         guard let headEnd else {
-            let pending = buffer.end - start + leadingBlankBytes
-            if pending > limits.maxHeaderBytes { throw HTTPParseError(431, "the request head is larger than \(limits.maxHeaderBytes) bytes") }
-            if buffer.end - start > limits.maxRequestLineBytes && !sawLineFeed {
-                throw HTTPParseError(431, "the request line is longer than \(limits.maxRequestLineBytes) bytes")
-            }
             // Resume a little before the end, so a CRLFCRLF split across reads is still found; a CR at the
             // very end was not judged yet either.
             scanned = max(0, index - start - 3)

@@ -36,6 +36,15 @@ import TurnstileCore
         }
     }
 
+    @Test func pruneRefusesAFutureNow() throws {
+        // Pruning as of tomorrow would delete nonces that still guard against replays.
+        let tomorrow = SystemWallClock().now().adding(seconds: 86_400).iso8601
+        let future = try ParsedArguments.parse(["--config", "c", "--now", tomorrow], for: PruneCommand.spec)
+        #expect(throws: UsageError.self) { try PruneCommand(future) }
+        let past = try ParsedArguments.parse(["--config", "c", "--now", "2026-01-15T19:04:06Z"], for: PruneCommand.spec)
+        #expect(try PruneCommand(past).now?.iso8601 == "2026-01-15T19:04:06Z")
+    }
+
     @Test func badNowIsAUsageError() throws {
         let parsed = try ParsedArguments.parse(["--config", "c", "--now", "yesterday", "p"], for: VerifyCommand.spec)
         #expect(throws: UsageError.self) { try VerifyCommand(parsed) }

@@ -174,6 +174,37 @@ struct TemporaryConfig {
         #expect(delivered == Set(acknowledged))
     }
 
+    @Test func checkOnNoDeliveriesIsAnErrorNotAPass() throws {
+        let empty = try temporaryFolder()
+        for command in ["verify", "replay"] {
+            let result = try run([command, "--config", "fixtures/turnstile.json", "--check", empty])
+            #expect(result.status == 2, "\(command): \(result.stderr)")
+            #expect(result.stderr.contains("--check found no deliveries"))
+        }
+        #expect(try run(["verify", "--config", "fixtures/turnstile.json", empty]).status == 0, "without --check an empty folder is fine")
+    }
+
+    @Test func serveRefusesAConfigWithoutProviders() throws {
+        let folder = try temporaryFolder()
+        try #"{"store":"sqlite:\#(folder)/t.db","listen":"127.0.0.1:0","providers":{}}"#.write(toFile: folder + "/c.json", atomically: true, encoding: .utf8)
+        let result = try run(["serve", "--config", folder + "/c.json"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("no providers are configured"))
+    }
+
+    @Test func aLockedNewStoreAtStartUpSaysSoInOneShortLine() throws {
+        let config = try TemporaryConfig(extra: #","sqlite":{"busy_timeout_ms":50}"#)
+        // An empty database file locked by another process: the migration cannot run.
+        FileManager.default.createFile(atPath: config.store, contents: nil)
+        let lock = try lockDatabase(config.store, seconds: 3)
+        defer { lock.waitUntilExit() }
+        let result = try run(["replay", "--config", config.path, "--no-dispatch", "fixtures/deliveries/sync.ndjson"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("locked"), "\(result.stderr)")
+        #expect(!result.stderr.contains("CREATE TABLE"))
+        #expect(result.stderr.utf8.count < 400, "\(result.stderr)")
+    }
+
     @Test func pruneRemovesExpiredNonces() throws {
         let config = try TemporaryConfig()
         #expect(try run(["replay", "--config", config.path, "--no-dispatch", "fixtures/deliveries/sync.ndjson"]).status == 0)
