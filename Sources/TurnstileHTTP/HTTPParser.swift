@@ -80,6 +80,12 @@ public struct HTTPRequestParser: Sendable {
     /// Bytes of the unfinished request's body held so far (0 between requests).
     public var bodyBytesHeld: Int { body.count }
 
+    /// Bytes a `Content-Length` body still needs; nil when unknown (chunked, or no body in progress).
+    public var bodyBytesStillExpected: Int? {
+        if case .lengthBody(let remaining) = state { return remaining }
+        return nil
+    }
+
     /// Consumes what it can from `buffer` (from `buffer.start`) and returns the next output, or nil when it
     /// needs more bytes.
     public mutating func next(_ buffer: inout HTTPByteBuffer) throws(HTTPParseError) -> HTTPParserOutput? {

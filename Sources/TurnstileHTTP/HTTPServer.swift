@@ -279,7 +279,11 @@ final class EventLoop: @unchecked Sendable {
                         close(connection)
                         continue
                     }
-                    if event.events & CTurnstileLinux_EPOLLIN != 0 { readable(connection) }
+                    if event.events & CTurnstileLinux_EPOLLIN != 0 {
+                        readable(connection)
+                    } else if event.events & CTurnstileLinux_EPOLLRDHUP != 0 {
+                        peerStoppedSending(connection)
+                    }
                     if event.events & CTurnstileLinux_EPOLLOUT != 0, connections[event.data] != nil { flush(connection) }
                 }
             }
@@ -412,11 +416,28 @@ final class EventLoop: @unchecked Sendable {
         guard connections[connection.id] != nil else { return }
         let block = connection.closing || connection.peerClosed ? .pipelineFull : readBlock(connection)
         if block == .budget { waitingForBudget.insert(connection.id) } else { waitingForBudget.remove(connection.id) }
-        var wanted: UInt32 = block == nil ? CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLRDHUP : 0
+        // While not read, EPOLLRDHUP still tells when the peer gives up (``peerStoppedSending(_:)``).
+        let hangUp = connection.peerHalfClosed || connection.closing || connection.peerClosed ? 0 : CTurnstileLinux_EPOLLRDHUP
+        var wanted: UInt32 = (block == nil ? CTurnstileLinux_EPOLLIN : 0) | hangUp
         if connection.wantsWrite { wanted |= CTurnstileLinux_EPOLLOUT }
         guard wanted != connection.interest else { return }
         connection.interest = wanted
         _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_MOD, connection.fd, wanted, connection.id)
+    }
+
+    /// The peer shut its sending side while the connection was not being read (EPOLLRDHUP without
+    /// EPOLLIN). A body that needs more bytes than the kernel still holds for it can never complete: the
+    /// connection is closed at once, giving its budget back, instead of at the body timeout. Otherwise it is
+    /// left to finish once it may be read; RDHUP is not watched again (it is level-triggered).
+    private func peerStoppedSending(_ connection: Connection) {
+        connection.peerHalfClosed = true
+        var pending: Int32 = 0
+        if let expected = connection.parser.bodyBytesStillExpected,
+           ioctl(connection.fd, UInt(FIONREAD), &pending) == 0, expected > Int(pending) {
+            close(connection)
+            return
+        }
+        updateInterest(connection)
     }
 
     /// Connections that waited for the body budget read again once it has room (bodies elsewhere, on any
@@ -667,6 +688,8 @@ final class Connection {
     var closing = false
     var closeWhenFlushed = false
     var peerClosed = false
+    /// The peer shut its sending side (seen while the connection was not read).
+    var peerHalfClosed = false
     var wantsWrite = false
     /// The epoll events registered for the connection.
     var interest: UInt32 = 0

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TurnstileHTTP
 import TurnstileTestSupport
@@ -66,5 +67,73 @@ import TurnstileTestSupport
         #expect(response.status == 200)
         #expect(String(decoding: response.body, as: UTF8.self) == "async GET")
         await server.shutdown(graceSeconds: 3)
+    }
+
+    /// A connection with `maxPipelinedRequests` in flight is not read until answers go out: the loops used to
+    /// keep reading (and buffering) past the cap.
+    @Test func aConnectionIsNotReadPastThePipeliningCap() async throws {
+        let held = HeldWriters()
+        var configuration = HTTPServerConfiguration(host: "127.0.0.1", port: 0)
+        configuration.maxPipelinedRequests = 2
+        configuration.eventLoops = 1
+        let server = try HTTPServer(configuration: configuration) { _, writer in held.add(writer) }
+        let client = try RawClient(port: server.port)
+        client.send(String(repeating: "GET /x HTTP/1.1\r\nHost: t\r\n\r\n", count: 10))
+        try await Task.sleep(nanoseconds: 300_000_000)
+        #expect(held.count == 2, "only the cap's worth of requests is taken")
+        held.answerAll()
+        try await Task.sleep(nanoseconds: 300_000_000)
+        #expect(held.count == 4, "answers let the next requests in")
+        for _ in 0..<4 {
+            held.answerAll()
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        #expect(client.responses(10, timeout: 5).count == 10)
+        await server.shutdown(graceSeconds: 3)
+    }
+
+    /// Bodies held across connections stay within `bodyBudgetBytes`: past it, bodies wait unread.
+    @Test func bodiesWaitOnceTheBudgetIsHeld() async throws {
+        var configuration = HTTPServerConfiguration(host: "127.0.0.1", port: 0)
+        configuration.bodyBudgetBytes = 1 << 20
+        configuration.limits.maxBodyBytes = 4 << 20
+        let server = try HTTPServer(configuration: configuration) { _, writer in writer.respond(HTTPResponse(status: 200)) }
+        var clients: [RawClient] = []
+        for _ in 0..<8 {
+            let client = try RawClient(port: server.port)
+            client.send("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: \(4 << 20)\r\n\r\n")
+            clients.append(client)
+        }
+        // 8 × 512 KiB offered (4 MiB) against a 1 MiB budget; the sends do not block (socket buffers take them).
+        let chunk = [UInt8](repeating: 0x78, count: 512 << 10)
+        for client in clients { client.send(chunk) }
+        try await Task.sleep(nanoseconds: 500_000_000)
+        let held = server.bodyBytesHeld
+        #expect(held <= (1 << 20) + 8 * 65_536, "held \(held) bytes")
+        #expect(held >= 1 << 19, "bodies are taken up to the budget")
+        clients.removeAll()
+        try await Task.sleep(nanoseconds: 300_000_000)
+        #expect(server.bodyBytesHeld == 0, "closing the connections gives the budget back")
+        await server.shutdown(graceSeconds: 3)
+    }
+}
+
+/// Writers of requests not answered yet.
+final class HeldWriters: Sendable {
+    private let writers = Mutex<[HTTPResponseWriter]>([])
+    private let seen = Mutex(0)
+    var count: Int { seen.withLock { $0 } }
+
+    func add(_ writer: HTTPResponseWriter) {
+        seen.withLock { $0 += 1 }
+        writers.withLock { $0.append(writer) }
+    }
+
+    func answerAll() {
+        let taken = writers.withLock { writers -> [HTTPResponseWriter] in
+            defer { writers = [] }
+            return writers
+        }
+        for writer in taken { writer.respond(HTTPResponse(status: 200)) }
     }
 }
