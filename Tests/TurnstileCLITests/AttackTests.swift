@@ -62,6 +62,27 @@ import TurnstileTestSupport
         #expect(large / max(small, 0.001) < 10, "4x the bytes must cost about 4x the time, not 16x")
     }
 
+    /// The body timeout bounds the whole body however it is chunked: a sender that keeps a chunk coming
+    /// every 100 ms is still cut off once `body_timeout_seconds` (1 s here) has passed since the head.
+    @Test func aBodyTricklingInChunksIsCutOffByTheBodyTimeout() throws {
+        let config = try TemporaryConfig(extra: #","listen":"127.0.0.1:0","http":{"body_timeout_seconds":1}"#)
+        let server = try RunningServer(config: config)
+        defer { _ = server.stop() }
+        let client = try RawClient(port: server.port)
+        client.send("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        var sent = 0
+        var cut = false
+        while sent < 60 && !cut {
+            client.send("1\r\nx\r\n")
+            sent += 1
+            usleep(100_000)
+            cut = client.closedByPeer(timeout: 0.01)
+        }
+        #expect(cut, "still open after \(sent) chunks over \(Double(sent) / 10) s")
+        #expect(sent < 60)
+        #expect(try healthStatus(server.port).status == 200)
+    }
+
     /// Many connections each holding a large unfinished body (100 × 4 MiB against a 16 MiB budget): memory
     /// stays within the body budget, and a
     /// small request from another client is served meanwhile.
