@@ -23,24 +23,26 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
+        // A lock ThreadSanitizer understands (`Locked<Value>` over pthread_mutex), for every module.
+        .target(name: "TurnstileSync"),
         // The only importer of CCrypto: HMAC, Ed25519, SHA-256, constant-time compare, strict decoding.
-        .target(name: "TurnstileCrypto", dependencies: ["CCrypto"]),
+        .target(name: "TurnstileCrypto", dependencies: ["CCrypto", "TurnstileSync"]),
         // Pure Swift values: JSON, time, config, deliveries, outcomes, schema checks.
-        .target(name: "TurnstileCore"),
+        .target(name: "TurnstileCore", dependencies: ["TurnstileSync"]),
         // Signature schemes and the verifier (stage 1 of the pipeline).
         .target(name: "TurnstileIngest", dependencies: ["TurnstileCore", "TurnstileCrypto"]),
         // The embedded store: the only importer of CSQLite.
-        .target(name: "TurnstileSQLite", dependencies: ["TurnstileCore", "CSQLite"]),
+        .target(name: "TurnstileSQLite", dependencies: ["TurnstileCore", "TurnstileSync", "CSQLite"]),
         // Dedup and dispatch: the pipeline, typed events, handlers and workers. Knows no SQL and no C.
-        .target(name: "TurnstilePipeline", dependencies: ["TurnstileCore", "TurnstileIngest"]),
+        .target(name: "TurnstilePipeline", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileSync"]),
         // Command types; the executable only calls into this.
         // epoll, eventfd and socket set-up, which Swift's Glibc module does not expose.
         .target(name: "CTurnstileLinux", cSettings: [.define("_GNU_SOURCE")]),
         // Our HTTP/1.1 server: knows nothing of webhooks.
-        .target(name: "TurnstileHTTP", dependencies: ["CTurnstileLinux"]),
+        .target(name: "TurnstileHTTP", dependencies: ["CTurnstileLinux", "TurnstileSync"]),
         // The library front: a config file wired into a receiver (`receive` from any web framework).
         .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite"]),
-        .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileCrypto", "TurnstileSQLite", "TurnstileHTTP"]),
+        .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileCrypto", "TurnstileSQLite", "TurnstileHTTP", "TurnstileSync"]),
         .executableTarget(name: "turnstile", dependencies: ["TurnstileCLI"]),
         // Fuzz targets (arbitrary bytes in, invariants checked) and the binary libFuzzer drives
         // (`Tests/Fuzz/run.sh` builds it with -sanitize=fuzzer,address -DFUZZING); not part of any product.
@@ -52,11 +54,11 @@ let package = Package(
         .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
         // Test helpers (a raw HTTP client over TCP) shared by the test targets; not part of any product.
         .target(name: "TurnstileTestSupport", path: "Tests/TurnstileTestSupport"),
-        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore", "TurnstileIngest", "TurnstileTestSupport"]),
-        .testTarget(name: "TurnstileTests", dependencies: ["Turnstile"]),
-        .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport"]),
+        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore", "TurnstileIngest", "TurnstileTestSupport", "TurnstileSync"]),
+        .testTarget(name: "TurnstileTests", dependencies: ["Turnstile", "TurnstileSync"]),
+        .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport", "TurnstileSync"]),
         .testTarget(name: "TurnstileFuzzTests", dependencies: ["TurnstileFuzz"]),
-        .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore"]),
+        .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore", "TurnstileSync"]),
     ],
     swiftLanguageModes: [.v6]
 )

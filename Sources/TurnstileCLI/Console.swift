@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TurnstileSync
 import Synchronization
 
 /// Where a command writes: standard output for results, standard error for diagnostics.
@@ -18,7 +19,7 @@ extension Console {
 /// The process's standard output (buffered, flushed before anything goes to standard error and at the
 /// end) and standard error (unbuffered).
 public struct StandardConsole: Console {
-    private static let buffer = Mutex<[UInt8]>([])
+    private static let buffer = Locked<[UInt8]>([])
     private static let limit = 1 << 16
 
     public init() {}
@@ -60,7 +61,7 @@ public struct StandardConsole: Console {
 
 /// Captures output, for tests.
 public final class CapturingConsole: Console {
-    private let lines = Mutex<(out: [String], err: [String])>(([], []))
+    private let lines = Locked<(out: [String], err: [String])>(([], []))
     public init() {}
     public func out(_ line: String) { lines.withLock { $0.out.append(line) } }
     public func err(_ line: String) { lines.withLock { $0.err.append(line) } }

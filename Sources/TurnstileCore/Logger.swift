@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TurnstileSync
 import Synchronization
 import Foundation
 
@@ -78,7 +79,7 @@ public struct StandardErrorLogHandler: LogHandler {
 /// Pending log bytes, written by one background thread.
 final class LogBuffer: Sendable {
     static let shared = LogBuffer()
-    private let pending = Mutex<[UInt8]>([])
+    private let pending = Locked<[UInt8]>([])
 
     private init() {
         Thread { [self] in
@@ -127,7 +128,7 @@ public final class InMemoryLogHandler: LogHandler {
         public let metadata: [String: String]
     }
 
-    private let storage = Mutex<[Entry]>([])
+    private let storage = Locked<[Entry]>([])
 
     public init() {}
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TurnstileSync
 import Synchronization
 
 /// Exponential back-off for a loop that retries after a failure: `initial`, doubled after every failure up
@@ -32,7 +33,7 @@ public final class FailureEpisode: Sendable {
     private let what: String
     private let logger: Logger
     private let interval: Double
-    private let state = Mutex<(failing: Bool, lastLogged: Double, unlogged: Int, failures: Int)>((false, 0, 0, 0))
+    private let state = Locked<(failing: Bool, lastLogged: Double, unlogged: Int, failures: Int)>((false, 0, 0, 0))
 
     /// - Parameters:
     ///   - what: the failing activity, as log lines name it (`dispatch`, `checkpoint`, …).

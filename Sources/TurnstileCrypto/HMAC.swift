@@ -1,4 +1,5 @@
 internal import CCrypto
+import TurnstileSync
 import Synchronization
 
 /// The hash functions HMAC is offered with.
@@ -28,7 +29,7 @@ public enum HMACAlgorithm: String, Sendable, CaseIterable {
 /// (nor libcrypto's per-message `EVP_MAC` re-initialisation).
 ///
 /// Safe to share between tasks: each computation borrows a private state from a small pool guarded by a
-/// `Mutex`, and returns it afterwards. `description` never shows key bytes.
+/// `Locked` pool, and returns it afterwards. `description` never shows key bytes.
 ///
 /// ```swift
 /// let key = try HMACKey(algorithm: .sha256, key: Array("secret".utf8))
@@ -39,7 +40,7 @@ public enum HMACAlgorithm: String, Sendable, CaseIterable {
 /// ```
 public final class HMACKey: Sendable, CustomStringConvertible {
     public let algorithm: HMACAlgorithm
-    private let pool: Mutex<StatePool>
+    private let pool: Locked<StatePool>
 
     /// - Throws: `CryptoError.Code.invalidKey` for an empty key.
     public init(algorithm: HMACAlgorithm, key: [UInt8]) throws(CryptoError) {
@@ -50,7 +51,7 @@ public final class HMACKey: Sendable, CustomStringConvertible {
             throw CryptoError(.libraryFailure, "libcrypto could not prepare HMAC-\(algorithm.digestName)")
         }
         self.algorithm = algorithm
-        self.pool = Mutex(StatePool(template: StateHandle(pointer: state)))
+        self.pool = Locked(StatePool(template: StateHandle(pointer: state)))
     }
 
     deinit {
@@ -157,7 +158,7 @@ public struct HMACStream: ~Copyable {
 }
 
 /// A prepared HMAC state. `@unchecked Sendable` is safe because a handle is only ever used by one thread at a
-/// time: it is either idle inside the `Mutex`-guarded pool or checked out by exactly one computation (the
+/// time: it is either idle inside the `Locked` pool or checked out by exactly one computation (the
 /// template is only read, under the pool's lock, to make copies).
 private struct StateHandle: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<CCrypto_hmac>

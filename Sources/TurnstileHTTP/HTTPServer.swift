@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TurnstileSync
 internal import CTurnstileLinux
 import Foundation
 import Synchronization
@@ -82,7 +83,7 @@ public struct HTTPServerError: Error, CustomStringConvertible {
 public final class HTTPServer: Sendable {
     public let configuration: HTTPServerConfiguration
     private let loops: [EventLoop]
-    private let listener: Mutex<Int32>
+    private let listener: Locked<Int32>
     private let counter = ConnectionCounter()
     private let budget: BodyBudget
     /// The port actually bound (useful with port 0).
@@ -103,7 +104,7 @@ public final class HTTPServer: Sendable {
             throw HTTPServerError(message: "cannot listen on \(configuration.host):\(configuration.port): \(String(cString: strerror(errno)))")
         }
         self.configuration = configuration
-        self.listener = Mutex(fd)
+        self.listener = Locked(fd)
         self.port = Int(bound)
         let budget = BodyBudget(limit: configuration.bodyBudgetBytes)
         self.budget = budget
@@ -163,14 +164,14 @@ final class EventLoop: @unchecked Sendable {
     private var acceptPausedUntil: Double? = nil
     /// Whether the current accept-failure episode was reported.
     private var acceptFailureReported = false
-    private let inbox = Mutex<[Completion]>([])
+    private let inbox = Locked<[Completion]>([])
     /// Where `read(2)` puts bytes before a connection's buffer takes them; one per loop, used on its thread.
     private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 16)
     /// The loop thread's `pthread_self()`, so that answers given on it need no wake-up.
     private let thread = Atomic<UInt>(0)
     /// `busy`: requests in flight or answers unwritten, as of the last sweep; `swept`: a sweep has run since
     /// accepting stopped, so `busy` is up to date for a shutdown.
-    private let flags = Mutex<(stop: Bool, accepting: Bool, busy: Bool, swept: Bool)>((false, true, false, false))
+    private let flags = Locked<(stop: Bool, accepting: Bool, busy: Bool, swept: Bool)>((false, true, false, false))
     private let stopped = DispatchSemaphore(value: 0)
 
     private static let listenerID: UInt64 = 0

@@ -1,4 +1,5 @@
 public import TurnstileCore
+import TurnstileSync
 import Foundation
 import Synchronization
 
@@ -17,7 +18,7 @@ public final class GroupCommitter: Sendable {
 
     private let pipeline: Pipeline
     private let maximumBatch: Int
-    private let state = Mutex<(queue: [Waiting], stopped: Bool, writerIdle: Bool)>(([], false, true))
+    private let state = Locked<(queue: [Waiting], stopped: Bool, writerIdle: Bool)>(([], false, true))
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
 

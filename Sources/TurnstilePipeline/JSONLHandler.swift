@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TurnstileSync
 public import TurnstileCore
 import Synchronization
 
@@ -20,7 +21,7 @@ public final class JSONLHandler: EventHandler {
     public typealias Event = GenericEvent
 
     public let path: String
-    private let file: Mutex<SinkFile>
+    private let file: Locked<SinkFile>
     static let flushThreshold = 1 << 20
 
     /// The file and what is known of it, used under the mutex only.
@@ -46,7 +47,7 @@ public final class JSONLHandler: EventHandler {
             throw InputError(.unreadableFile, "cannot open for appending: \(String(cString: strerror(errno)))", file: path)
         }
         self.path = path
-        self.file = Mutex(SinkFile(descriptor: fd, durableLength: Int64(lseek(fd, 0, SEEK_END))))
+        self.file = Locked(SinkFile(descriptor: fd, durableLength: Int64(lseek(fd, 0, SEEK_END))))
     }
 
     deinit {

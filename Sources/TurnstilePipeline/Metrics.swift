@@ -1,4 +1,5 @@
 public import TurnstileCore
+import TurnstileSync
 import Foundation
 import Synchronization
 
@@ -21,7 +22,7 @@ public final class PipelineMetrics: Sendable {
         var requestLatency = Histogram()
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// The configured provider names: the only `provider` label values besides ``unknownProvider``.
     private let providers: Set<String>
 

@@ -1,4 +1,5 @@
 public import TurnstileCore
+import TurnstileSync
 import Synchronization
 
 /// Whether the store takes writes, as the latest write told: an admission transaction, or the write check
@@ -13,7 +14,7 @@ public final class StoreHealth: Sendable {
         case unwritable(reason: String)
     }
 
-    private let state = Mutex<Status>(.writable)
+    private let state = Locked<Status>(.writable)
 
     public init() {}
 

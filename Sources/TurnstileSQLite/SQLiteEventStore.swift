@@ -1,5 +1,6 @@
 public import TurnstileCore
 internal import CSQLite
+import TurnstileSync
 import Foundation
 import Synchronization
 
@@ -40,7 +41,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     public let path: String
     /// Serialises use of `connection` (also taken by ``WALCheckpointer`` for the last step of a checkpoint).
-    let lock = Mutex<Void>(())
+    let lock = Locked<Void>(())
     private let connection: SQLiteConnection
     /// The WAL's length in frames after this connection's last commit, once ``checkpointElsewhere()`` ran.
     private let walFrames = UnsafeMutablePointer<Int32>.allocate(capacity: 1)

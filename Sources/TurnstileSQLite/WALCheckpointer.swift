@@ -1,4 +1,5 @@
 public import TurnstileCore
+import TurnstileSync
 import Foundation
 import Synchronization
 
@@ -17,7 +18,7 @@ import Synchronization
 public final class WALCheckpointer: Sendable {
     private let stores: [SQLiteEventStore]
     /// Used only on the checkpoint thread; the mutex makes the class `Sendable`.
-    private let connection: Mutex<SQLiteConnection>
+    private let connection: Locked<SQLiteConnection>
     private let thresholdFrames: Int
     private let logger: Logger
     private let stopped = Atomic<Bool>(false)
@@ -37,7 +38,7 @@ public final class WALCheckpointer: Sendable {
         // The admission store last: its writer, which senders wait on, is held back only for the copy itself,
         // not while this thread waits for the other connections' transactions to end.
         self.stores = others.filter { $0 !== store } + [store]
-        self.connection = Mutex(connection)
+        self.connection = Locked(connection)
         self.thresholdFrames = thresholdFrames
         self.logger = logger
         for each in stores { each.checkpointElsewhere() }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TurnstileSync
 import Foundation
 import Synchronization
 import Testing
@@ -336,7 +337,7 @@ import TurnstileTestSupport
         }
         let shared = SharedRequests(requests)
         let acknowledged = Acknowledged()
-        let sentCount = Mutex(0)
+        let sentCount = Locked(0)
         var kills = 0
         for round in 0..<22 {
             let server = try RunningServer(config: config, logName: "serve-\(round).log")

@@ -1,3 +1,4 @@
+import TurnstileSync
 import Foundation
 import Synchronization
 import Testing
@@ -120,8 +121,8 @@ import TurnstileTestSupport
 
 /// Writers of requests not answered yet.
 final class HeldWriters: Sendable {
-    private let writers = Mutex<[HTTPResponseWriter]>([])
-    private let seen = Mutex(0)
+    private let writers = Locked<[HTTPResponseWriter]>([])
+    private let seen = Locked(0)
     var count: Int { seen.withLock { $0 } }
 
     func add(_ writer: HTTPResponseWriter) {

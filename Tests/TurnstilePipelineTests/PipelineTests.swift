@@ -1,3 +1,4 @@
+import TurnstileSync
 import Foundation
 import Synchronization
 import Testing
@@ -206,7 +207,7 @@ struct FailingStore: EventStore {
         defer { committer.stop() }
         var tampered = try harness.signed("github", #"{"a":1}"#)
         tampered.body = Array(#"{"a":2}"#.utf8)
-        let answered = Mutex<DeliveryVerdict?>(nil)
+        let answered = Locked<DeliveryVerdict?>(nil)
         committer.submit(tampered) { verdict in answered.withLock { $0 = verdict } }
         let verdict = answered.withLock { $0 }
         #expect(verdict?.outcome == .rejected)

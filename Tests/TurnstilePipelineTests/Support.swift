@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TurnstileSync
 import Foundation
 import Synchronization
 import TurnstileCore
@@ -62,11 +63,11 @@ struct Harness {
 
 /// Records what a handler saw.
 final class Recorder<Event: DispatchableEvent>: EventHandler, @unchecked Sendable {
-    private let seen = Mutex<[(Event, DispatchContext)]>([])
+    private let seen = Locked<[(Event, DispatchContext)]>([])
     /// Fail this many times before succeeding (per event id); -1 always fails.
     private let failures: Int
     private let delay: Double
-    private let active = Mutex<(now: [String: Int], peak: Int)>(([:], 0))
+    private let active = Locked<(now: [String: Int], peak: Int)>(([:], 0))
 
     init(failures: Int = 0, delay: Double = 0) {
         self.failures = failures
@@ -98,7 +99,7 @@ struct TestFailure: Error, CustomStringConvertible {
 
 /// A thread-safe count.
 final class Counter: Sendable {
-    private let count = Mutex(0)
+    private let count = Locked(0)
     var value: Int { count.withLock { $0 } }
     func increment() { count.withLock { $0 += 1 } }
 }
@@ -106,7 +107,7 @@ final class Counter: Sendable {
 /// A sink that is unavailable (a full disk) for its first `failures` calls.
 final class FlakySink: EventHandler, Sendable {
     private let failures: Int
-    private let count = Mutex(0)
+    private let count = Locked(0)
     init(failures: Int) { self.failures = failures }
     var calls: Int { count.withLock { $0 } }
 
@@ -123,7 +124,7 @@ final class FlakySink: EventHandler, Sendable {
 final class SwitchableStore: EventStore, @unchecked Sendable {
     // `@unchecked`: the two counters are behind a mutex; `base` is itself Sendable.
     private let base: SQLiteEventStore
-    private let state = Mutex<(failing: Bool, failed: Int)>((false, 0))
+    private let state = Locked<(failing: Bool, failed: Int)>((false, 0))
     init(_ base: SQLiteEventStore) { self.base = base }
 
     var failing: Bool {

@@ -1,3 +1,4 @@
+import TurnstileSync
 import Foundation
 import Synchronization
 import Testing
@@ -16,7 +17,7 @@ struct NotifyCRM: EventHandler {
 }
 
 final class Calls: Sendable {
-    private let seen = Mutex<[String]>([])
+    private let seen = Locked<[String]>([])
     func record(_ id: String, ended: String) { seen.withLock { $0.append("\(id) \(ended)") } }
     var all: [String] { seen.withLock { $0 } }
 }

@@ -1,3 +1,4 @@
+import TurnstileSync
 import Turnstile
 import TurnstileCore
 import TurnstileIngest
@@ -147,7 +148,7 @@ struct ReplayCommand: TurnstileCommand {
 
 /// A one-way boolean shared between tasks.
 final class Flag: Sendable {
-    private let value = Mutex(false)
+    private let value = Locked(false)
     var isSet: Bool { value.withLock { $0 } }
     func set() { value.withLock { $0 = true } }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TurnstileSync
 import Dispatch
 import Foundation
 import Synchronization
@@ -211,11 +212,11 @@ struct ServeCommand: TurnstileCommand {
 /// a second one ends the process at once.
 final class ShutdownSignals: Sendable {
     private final class State: Sendable {
-        let lock = Mutex<(count: Int, first: Int32?, waiter: CheckedContinuation<Int32, Never>?)>((0, nil, nil))
+        let lock = Locked<(count: Int, first: Int32?, waiter: CheckedContinuation<Int32, Never>?)>((0, nil, nil))
     }
     private let state = State()
     /// The dispatch sources, kept alive as long as this is (only held, never touched again).
-    private let sources: Mutex<[any DispatchSourceSignal]>
+    private let sources: Locked<[any DispatchSourceSignal]>
 
     init() {
         var sources: [any DispatchSourceSignal] = []
@@ -236,7 +237,7 @@ final class ShutdownSignals: Sendable {
             source.resume()
             sources.append(source)
         }
-        self.sources = Mutex(sources)
+        self.sources = Locked(sources)
     }
 
     /// The first signal, once it has arrived.
@@ -254,8 +255,8 @@ final class ShutdownSignals: Sendable {
 
 /// Flags and gauges shared by the routes and the background tasks of `serve`.
 final class ServeState: Sendable {
-    private let flags = Mutex<(shuttingDown: Bool, dispatchStopped: Bool, queueDepth: Int, deadLetters: Int?)>((false, false, 0, nil))
-    private let counter = Mutex<(@Sendable () -> Int)?>(nil)
+    private let flags = Locked<(shuttingDown: Bool, dispatchStopped: Bool, queueDepth: Int, deadLetters: Int?)>((false, false, 0, nil))
+    private let counter = Locked<(@Sendable () -> Int)?>(nil)
 
     var shuttingDown: Bool { flags.withLock { $0.shuttingDown } }
     var dispatchStopped: Bool { flags.withLock { $0.dispatchStopped } }
