@@ -41,7 +41,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     public let path: String
     /// Serialises use of `connection` (also taken by ``WALCheckpointer`` for the last step of a checkpoint).
-    let lock = Locked<Void>(())
+    let lock = Lock()
     private let connection: SQLiteConnection
     /// The WAL's length in frames after this connection's last commit, once ``checkpointElsewhere()`` ran.
     private let walFrames = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
@@ -85,7 +85,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     /// Turns off SQLite's automatic checkpoint on this connection (it runs inside the commit that crosses
     /// 1000 WAL frames) and records the WAL's length after each commit instead, for a ``WALCheckpointer``.
     func checkpointElsewhere() {
-        lock.withLock { _ in connection.watchWAL(frames: walFrames) }
+        lock.withLock { connection.watchWAL(frames: walFrames) }
     }
 
     /// The WAL's length after this connection's last commit (0 until ``checkpointElsewhere()``).
@@ -196,7 +196,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     private func withConnection<T>(_ what: String, _ body: (SQLiteConnection) throws -> T) throws(StoreError) -> T {
         do {
-            return try lock.withLock { _ in
+            return try lock.withLock {
                 do { return try body(connection) } catch let error as SQLiteError where error.isFull {
                     reclaimWALSpace()
                     throw error

@@ -109,6 +109,6 @@ public final class WALCheckpointer: Sendable {
     /// than one of these locks).
     private func withAllLocks<T: Sendable>(_ body: () throws -> T, from index: Int = 0) throws -> T {
         guard index < stores.count else { return try body() }
-        return try stores[index].lock.withLock { _ in try withAllLocks(body, from: index + 1) }
+        return try stores[index].lock.withLock { try withAllLocks(body, from: index + 1) }
     }
 }
