@@ -133,8 +133,10 @@ import TurnstileCore
         let slow = try RawClient(port: server.port)
         slow.send("POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         for index in 0..<5 {
+            // Signed before connecting: the header timeout runs from the connection's opening.
+            let request = httpRequest(for: try signedGitHub(30 + index, folder: config.folder))
             let other = try RawClient(port: server.port)
-            other.send(httpRequest(for: try signedGitHub(30 + index, folder: config.folder)))
+            other.send(request)
             #expect(other.responses(1).first?.status == 200)
         }
         #expect(slow.closedByPeer(timeout: 10))
