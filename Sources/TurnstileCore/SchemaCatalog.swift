@@ -1,28 +1,51 @@
 import Foundation
 
-/// Finds and loads the JSON Schemas in the repository's `schemas/` folder, which are the contract
-/// the code enforces.
+/// The JSON Schemas the code enforces: the files under the repository's `schemas/` folder (the source),
+/// compiled into the binary (``EmbeddedSchemas``), so that an installed or plugin binary runs from any
+/// folder with no environment variable.
 ///
-/// The folder is looked for in this order: `$TURNSTILE_SCHEMAS`; `schemas/` in the folder of the running
-/// executable or any folder above it (a build inside the checkout); `schemas/` in the working directory
-/// or any folder above it.
+/// `$TURNSTILE_SCHEMAS` may name a folder to load instead (to try a changed schema without rebuilding).
 public final class SchemaCatalog: Sendable {
-    /// The folder the schemas were loaded from.
+    /// Where the schemas came from: a folder, or `embedded`.
     public let directory: String
     private let cache: [String: JSONSchema]
 
-    /// The catalogue for this process, found once.
+    /// The catalogue for this process, made once.
     public static func shared() throws(InputError) -> SchemaCatalog {
         try sharedResult.get()
     }
 
     private static let sharedResult: Result<SchemaCatalog, InputError> = {
         do throws(InputError) {
-            return .success(try SchemaCatalog(directory: try locate()))
+            if let override = ProcessInfo.processInfo.environment["TURNSTILE_SCHEMAS"], !override.isEmpty {
+                return .success(try SchemaCatalog(directory: try checkedOverride(override)))
+            }
+            return .success(try embedded())
         } catch {
             return .failure(error)
         }
     }()
+
+    /// The copies compiled into the binary.
+    public static func embedded() throws(InputError) -> SchemaCatalog {
+        var cache: [String: JSONSchema] = [:]
+        for (name, text) in EmbeddedSchemas.all {
+            let document: JSONValue
+            do { document = try JSONParser.parse(text) } catch {
+                throw InputError(.invalidJSON, "embedded schema \(name) is not valid JSON: \(error)")
+            }
+            cache[name] = try JSONSchema(document, name: name + ".schema.json")
+        }
+        return SchemaCatalog(directory: "embedded", cache: cache)
+    }
+
+    /// The embedded schemas' names and texts, for the test that compares them with `schemas/`.
+    public static var embeddedTexts: [(name: String, text: String)] { EmbeddedSchemas.all }
+
+    private init(directory: String, cache: [String: JSONSchema]) {
+        self.directory = directory
+        self.cache = cache
+    }
 
     /// Loads every `*.schema.json` below `directory`, keyed by relative path (`config`, `synthflow/post_call`).
     public init(directory path: String) throws(InputError) {
@@ -59,33 +82,11 @@ public final class SchemaCatalog: Sendable {
     /// The names of every loaded schema.
     public var names: [String] { cache.keys.sorted() }
 
-    static func locate() throws(InputError) -> String {
-        let manager = FileManager.default
-        if let override = ProcessInfo.processInfo.environment["TURNSTILE_SCHEMAS"], !override.isEmpty {
-            let url = URL(fileURLWithPath: override)
-            guard manager.fileExists(atPath: url.appendingPathComponent("config.schema.json").path) else {
-                throw InputError(.missingSchema, "TURNSTILE_SCHEMAS names a folder without config.schema.json", file: override)
-            }
-            return url.path
+    static func checkedOverride(_ override: String) throws(InputError) -> String {
+        let url = URL(fileURLWithPath: override)
+        guard FileManager.default.fileExists(atPath: url.appendingPathComponent("config.schema.json").path) else {
+            throw InputError(.missingSchema, "TURNSTILE_SCHEMAS names a folder without config.schema.json", file: override)
         }
-        var starts: [URL] = []
-        if let executable = try? manager.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            starts.append(URL(fileURLWithPath: executable).deletingLastPathComponent())
-        }
-        starts.append(URL(fileURLWithPath: manager.currentDirectoryPath))
-        for start in starts {
-            var folder = start.standardizedFileURL
-            while true {
-                let candidate = folder.appendingPathComponent("schemas")
-                if manager.fileExists(atPath: candidate.appendingPathComponent("config.schema.json").path) {
-                    return candidate.path
-                }
-                let parent = folder.deletingLastPathComponent()
-                if parent.path == folder.path { break }
-                folder = parent
-            }
-        }
-        throw InputError(.missingSchema,
-                         "cannot find the schemas/ folder near the executable or the working directory; set TURNSTILE_SCHEMAS")
+        return url.path
     }
 }

@@ -47,6 +47,27 @@ func temporaryFolder() throws -> String {
 }
 
 @Suite(.serialized) struct BinaryTests {
+    /// The schemas are compiled in: a binary copied out of the checkout, run from another folder with no
+    /// environment variable, checks the fixtures.
+    @Test func aBinaryCopiedOutOfTheCheckoutRunsFromAnyFolder() throws {
+        let folder = try temporaryFolder()
+        let copy = folder + "/turnstile"
+        try FileManager.default.copyItem(atPath: turnstileBinary, toPath: copy)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: copy)
+        process.arguments = ["replay", "--config", repositoryRoot + "/fixtures/turnstile.json", "--check", repositoryRoot + "/fixtures/"]
+        process.currentDirectoryURL = URL(fileURLWithPath: folder)
+        process.environment = ["PATH": "/usr/bin:/bin"]
+        let err = Pipe()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = err
+        try process.run()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(stderr)")
+        #expect(stderr.contains("0 differ from expect"))
+    }
+
     @Test func verifyCheckPassesOnTheShippedFixtures() throws {
         let result = try run(["verify", "--config", "fixtures/turnstile.json", "--check", "fixtures/"])
         #expect(result.status == 0, "\(result.stderr)")

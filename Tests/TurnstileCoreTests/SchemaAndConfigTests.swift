@@ -49,6 +49,28 @@ func write(_ text: String, to path: String) throws {
         #expect(throws: InputError.self) { try JSONSchema(try JSONParser.parse(#"{"type":"string","pattern":"^a"}"#), name: "x") }
     }
 
+    /// The schemas compiled into the binary are the files under `schemas/`, byte for byte (regenerate with
+    /// `python3 .ci/embed-schemas.py`).
+    @Test func embeddedSchemasEqualTheFiles() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("schemas")
+        var files: [String: String] = [:]
+        let walker = try #require(FileManager.default.enumerator(at: root, includingPropertiesForKeys: nil))
+        for case let url as URL in walker where url.lastPathComponent.hasSuffix(".schema.json") {
+            var name = String(url.standardizedFileURL.path.dropFirst(root.standardizedFileURL.path.count + 1))
+            name.removeLast(".schema.json".count)
+            files[name] = try String(contentsOf: url, encoding: .utf8)
+        }
+        let embedded = Dictionary(uniqueKeysWithValues: SchemaCatalog.embeddedTexts.map { ($0.name, $0.text) })
+        #expect(embedded.keys.sorted() == files.keys.sorted())
+        for (name, text) in files {
+            var expected = text
+            while expected.hasSuffix("\n") { expected.removeLast() }
+            #expect(embedded[name] == expected, "\(name) differs: run python3 .ci/embed-schemas.py")
+        }
+        #expect(try SchemaCatalog.embedded().names == (try SchemaCatalog(directory: root.path)).names)
+    }
+
     @Test func shippedSchemasLoad() throws {
         let catalog = try SchemaCatalog.shared()
         #expect(catalog.names.contains("config"))
