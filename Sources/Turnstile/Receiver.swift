@@ -2,6 +2,7 @@
 @_exported public import TurnstileIngest
 @_exported public import TurnstilePipeline
 import TurnstileSQLite
+import Foundation
 
 /// Turnstile as a library: one config file wired into ingest, the store, the pipeline and the dispatcher.
 ///
@@ -32,8 +33,12 @@ public struct Receiver: Sendable {
     /// Loads `configPath`, builds the verifiers, opens the store and registers the config's built-in
     /// handlers, then lets `configure` register Swift handlers.
     /// - Throws: ``InputError`` for a bad config or a store that cannot be opened.
-    public static func load(configPath: String, configure: (inout HandlerRegistry) -> Void = { _ in }) throws(InputError) -> Receiver {
+    /// - Parameter existingStoreOnly: refuse to create a new, empty store (for commands that only read or
+    ///   manage one: a mistyped path must not look like an empty store).
+    public static func load(configPath: String, existingStoreOnly: Bool = false,
+                            configure: (inout HandlerRegistry) -> Void = { _ in }) throws(InputError) -> Receiver {
         let config = try TurnstileConfig.load(path: configPath)
+        if existingStoreOnly { try requireExistingStore(config) }
         var registry: HandlerRegistry
         do { registry = try HandlerRegistry.builtIn(config.handlers) } catch { throw error.located(file: config.file) }
         configure(&registry)
@@ -54,6 +59,15 @@ public struct Receiver: Sendable {
         self.dispatchStore = dispatchStore
         self.pipeline = pipeline
         self.registry = registry
+    }
+
+    /// Throws unless the store `config` names exists already (an in-memory store always passes).
+    public static func requireExistingStore(_ config: TurnstileConfig) throws(InputError) {
+        guard case .sqlite(let path) = config.store, path != ":memory:" else { return }
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw InputError(.unreadableFile, "there is no store at \(path), and this command does not create one; check store",
+                             file: config.file, field: "store")
+        }
     }
 
     /// Opens the store `config` names.

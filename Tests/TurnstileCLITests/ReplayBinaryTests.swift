@@ -174,6 +174,25 @@ struct TemporaryConfig {
         #expect(delivered == Set(acknowledged))
     }
 
+    /// Commands that only read or manage a store refuse to create a new empty one (a mistyped path must not
+    /// look like an empty store), and every command names the store it opened.
+    @Test func storeCommandsRefuseToCreateAStoreAndNameTheOneTheyOpen() throws {
+        let config = try TemporaryConfig()
+        for arguments in [["export"], ["dead-letters", "list"], ["prune"], ["dispatch"]] {
+            let result = try run([arguments[0], "--config", config.path] + arguments.dropFirst())
+            #expect(result.status == 2, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.contains("there is no store at \(config.store)"), "\(result.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: config.store), "no empty store was left behind")
+        let replay = try run(["replay", "--config", config.path, "--no-dispatch", "fixtures/deliveries/sync.ndjson"])
+        #expect(replay.stderr.contains("replay: store sqlite:\(config.store)"))
+        for arguments in [["export"], ["dead-letters", "list"], ["prune"], ["dispatch"]] {
+            let result = try run([arguments[0], "--config", config.path] + arguments.dropFirst())
+            #expect(result.status == 0, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.contains("\(arguments[0]): store sqlite:\(config.store)"), "\(result.stderr)")
+        }
+    }
+
     @Test func checkOnNoDeliveriesIsAnErrorNotAPass() throws {
         let empty = try temporaryFolder()
         for command in ["verify", "replay"] {

@@ -47,6 +47,7 @@ struct ReplayCommand: TurnstileCommand {
 
     func run(console: any Console) async throws -> Int32 {
         let runtime = try Receiver.load(configPath: configPath)
+        console.err("replay: store \(runtime.config.store.description)")
         let pipeline = runtime.pipeline
         let logger = Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)
         let dispatcher = dispatch ? runtime.dispatcher(logger: logger) : nil

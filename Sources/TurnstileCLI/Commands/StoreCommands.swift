@@ -26,7 +26,9 @@ struct ExportCommand: TurnstileCommand {
 
     func run(console: any Console) async throws -> Int32 {
         let config = try TurnstileConfig.load(path: configPath)
+        try Receiver.requireExistingStore(config)
         let store = try Receiver.openStore(config)
+        console.err("export: store \(config.store.description)")
         var count = 0
         try store.forEachArchived(provider: provider, since: since) { delivery in
             console.out(delivery.jsonValue.serialized())
@@ -76,7 +78,8 @@ struct DeadLettersCommand: TurnstileCommand {
     }
 
     func run(console: any Console) async throws -> Int32 {
-        let runtime = try Receiver.load(configPath: configPath)
+        let runtime = try Receiver.load(configPath: configPath, existingStoreOnly: true)
+        console.err("dead-letters: store \(runtime.config.store.description)")
         switch action {
         case .list:
             for letter in try runtime.store.deadLetters(limit: Int.max) {
@@ -136,7 +139,9 @@ struct PruneCommand: TurnstileCommand {
 
     func run(console: any Console) async throws -> Int32 {
         let config = try TurnstileConfig.load(path: configPath)
+        try Receiver.requireExistingStore(config)
         let store = try Receiver.openStore(config)
+        console.err("prune: store \(config.store.description)")
         let pruned = try store.pruneNonces(now: now ?? SystemWallClock().now())
         console.out(#"{"pruned":\#(pruned)}"#)
         return ExitStatus.success
@@ -158,7 +163,8 @@ struct DispatchCommand: TurnstileCommand {
     }
 
     func run(console: any Console) async throws -> Int32 {
-        let runtime = try Receiver.load(configPath: configPath)
+        let runtime = try Receiver.load(configPath: configPath, existingStoreOnly: true)
+        console.err("dispatch: store \(runtime.config.store.description)")
         let watch = Stopwatch()
         let stats = try await runtime.dispatcher(logger: Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)).drain()
         console.err("dispatch: \(stats.dispatched) events in \(watch.elapsedText) (retried \(stats.retried), dead-lettered \(stats.deadLettered))")
