@@ -57,7 +57,10 @@ func temporaryFolder() throws -> String {
         process.executableURL = URL(fileURLWithPath: copy)
         process.arguments = ["replay", "--config", repositoryRoot + "/fixtures/turnstile.json", "--check", repositoryRoot + "/fixtures/"]
         process.currentDirectoryURL = URL(fileURLWithPath: folder)
-        process.environment = ["PATH": "/usr/bin:/bin"]
+        // Nothing of ours in the environment; a sanitizer's own options (in CI's sanitizer runs) pass through.
+        var environment = ["PATH": "/usr/bin:/bin"]
+        for (name, value) in ProcessInfo.processInfo.environment where name.hasSuffix("SAN_OPTIONS") { environment[name] = value }
+        process.environment = environment
         let err = Pipe()
         process.standardOutput = FileHandle.nullDevice
         process.standardError = err
