@@ -17,8 +17,13 @@ public struct HTTPServerConfiguration: Sendable {
     public var bodyTimeoutSeconds = 30.0
     /// How long an idle keep-alive connection stays open.
     public var idleTimeoutSeconds = 60.0
-    /// Open connections beyond which new ones are refused at once.
+    /// Open connections beyond which new ones are refused at once (503, then closed). The server lowers it
+    /// further so that connections never take the last descriptors of `RLIMIT_NOFILE`
+    /// (``HTTPServer/connectionLimit``): the process needs some of its own (timers, store files), and
+    /// running out of them there is fatal.
     public var maxConnections = 10_000
+    /// Descriptors kept free for the process itself, besides those open when the server starts.
+    public var reservedDescriptors = 32
     /// Requests one connection may have in flight (pipelined) before the server stops reading from it.
     public var maxPipelinedRequests = 16
     /// Bytes of request bodies that all connections together may hold in memory: bodies being received and
@@ -88,6 +93,8 @@ public final class HTTPServer: Sendable {
     private let budget: BodyBudget
     /// The port actually bound (useful with port 0).
     public let port: Int
+    /// Connections taken at most: `maxConnections`, or fewer where the descriptor limit is lower.
+    public let connectionLimit: Int
 
     /// Binds and starts the event loops; each request is answered by `responder` on a task of its own.
     public convenience init(configuration: HTTPServerConfiguration, responder: @escaping HTTPResponder) throws(HTTPServerError) {
@@ -103,14 +110,18 @@ public final class HTTPServer: Sendable {
         guard fd >= 0 else {
             throw HTTPServerError(message: "cannot listen on \(configuration.host):\(configuration.port): \(String(cString: strerror(errno)))")
         }
-        self.configuration = configuration
+        var effective = configuration
+        effective.maxConnections = Self.connectionLimit(configured: configuration.maxConnections,
+                                                        reserved: configuration.reservedDescriptors)
+        self.connectionLimit = effective.maxConnections
+        self.configuration = effective
         self.listener = Locked(fd)
         self.port = Int(bound)
         let budget = BodyBudget(limit: configuration.bodyBudgetBytes)
         self.budget = budget
         var loops: [EventLoop] = []
         for _ in 0..<configuration.eventLoops {
-            loops.append(EventLoop(listener: fd, configuration: configuration, handler: handler, counter: counter, budget: budget))
+            loops.append(EventLoop(listener: fd, configuration: effective, handler: handler, counter: counter, budget: budget))
         }
         self.loops = loops
         for loop in loops { loop.start() }
@@ -118,6 +129,16 @@ public final class HTTPServer: Sendable {
 
     /// Connections open now.
     public var openConnections: Int { counter.value }
+
+    /// `configured`, lowered so that connections leave `reserved` descriptors free beyond those open now
+    /// (at least one connection is always allowed).
+    static func connectionLimit(configured: Int, reserved: Int) -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return configured }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+        let room = Int(clamping: limit.rlim_cur) - open - reserved
+        return max(1, min(configured, room))
+    }
 
     /// Bytes of request bodies held now, counted against ``HTTPServerConfiguration/bodyBudgetBytes``.
     public var bodyBytesHeld: Int { budget.used }

@@ -274,7 +274,10 @@ import TurnstileTestSupport
         }
         #expect(healthy, "service resumes once descriptors are free")
         let log = try server.log()
-        #expect(log.filter { $0.contains("cannot accept connections") }.count >= 1)
+        // Connections stop short of the limit (the rest are answered 503 and closed), so that the process keeps
+        // descriptors of its own; accept failing with EMFILE anyway pauses the listener.
+        #expect(log.contains { $0.contains("the descriptor limit lowers max_connections") })
+        #expect(server.process.isRunning, "the server survives the descriptor limit")
     }
 
     /// `queue_bound` N: 503 only while more than N events wait (it used to refuse at a depth of exactly N).

@@ -93,6 +93,11 @@ struct ServeCommand: TurnstileCommand {
             throw InputError(.invalidValue, error.message, file: config.file, field: "listen")
         }
         state.setConnectionCounter { server.openConnections }
+        if server.connectionLimit < config.http.maxConnections {
+            logger.warning("the descriptor limit lowers max_connections", [
+                "max_connections": String(server.connectionLimit), "configured": String(config.http.maxConnections),
+            ])
+        }
         let shown = Self.shownAddress(host: host, port: server.port)
         logger.info("listening", ["address": shown, "store": config.store.description, "providers": receiver.ingest.providerNames.joined(separator: ",")])
         logHandler.flush()
