@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import TurnstileSync
-import Synchronization
 
 /// Where a command writes: standard output for results, standard error for diagnostics.
 public protocol Console: Sendable {

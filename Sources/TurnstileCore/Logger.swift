@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import TurnstileSync
-import Synchronization
 import Foundation
 
 /// Severity of a log line.

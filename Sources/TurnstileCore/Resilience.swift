@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import TurnstileSync
-import Synchronization
 
 /// Exponential back-off for a loop that retries after a failure: `initial`, doubled after every failure up
 /// to `maximum`, and back to `initial` after a success.

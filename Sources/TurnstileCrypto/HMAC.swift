@@ -1,6 +1,5 @@
 internal import CCrypto
 import TurnstileSync
-import Synchronization
 
 /// The hash functions HMAC is offered with.
 public enum HMACAlgorithm: String, Sendable, CaseIterable {

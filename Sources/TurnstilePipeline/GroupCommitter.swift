@@ -1,7 +1,6 @@
 public import TurnstileCore
 import TurnstileSync
 import Foundation
-import Synchronization
 
 /// Group commit: callers verify in parallel, then hand their admissions to ONE writer thread, which commits
 /// whatever has queued up in a single transaction and then wakes every caller of that batch. A caller hears

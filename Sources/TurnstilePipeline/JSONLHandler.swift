@@ -3,7 +3,6 @@ import Glibc
 #endif
 import TurnstileSync
 public import TurnstileCore
-import Synchronization
 
 /// The built-in `jsonl` handler: appends one JSON line per dispatched event to a file, and fsyncs in
 /// ``commit()``, which the dispatcher calls before it marks the events done. Lines wait in memory until

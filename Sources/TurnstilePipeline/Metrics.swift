@@ -1,7 +1,6 @@
 public import TurnstileCore
 import TurnstileSync
 import Foundation
-import Synchronization
 
 /// Counters and histograms for `/metrics`, in the Prometheus text format.
 public final class PipelineMetrics: Sendable {

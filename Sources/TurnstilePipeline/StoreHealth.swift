@@ -1,6 +1,5 @@
 public import TurnstileCore
 import TurnstileSync
-import Synchronization
 
 /// Whether the store takes writes, as the latest write told: an admission transaction, or the write check
 /// `serve` commits every second (``EventStore/checkWritable(now:)``). It is what `/healthz` answers, so a

@@ -2,7 +2,6 @@ public import TurnstileCore
 internal import CSQLite
 import TurnstileSync
 import Foundation
-import Synchronization
 
 /// The embedded store: SQLite in WAL mode with `synchronous=FULL` by default, so a commit survives a
 /// power cut before any sender hears 2xx.

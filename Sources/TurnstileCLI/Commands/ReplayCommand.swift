@@ -3,7 +3,6 @@ import Turnstile
 import TurnstileCore
 import TurnstileIngest
 import TurnstilePipeline
-import Synchronization
 
 /// `turnstile replay`: stored deliveries through the whole pipeline.
 struct ReplayCommand: TurnstileCommand {

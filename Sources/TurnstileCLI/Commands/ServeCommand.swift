@@ -4,7 +4,6 @@ import Glibc
 import TurnstileSync
 import Dispatch
 import Foundation
-import Synchronization
 import Turnstile
 import TurnstileCore
 import TurnstileHTTP
@@ -146,8 +145,9 @@ struct ServeCommand: TurnstileCommand {
         }
     }
 
-    /// The store's upkeep while `serve` runs: the gauges `/metrics` shows and `queue_bound` uses (every
-    /// 250 ms), the write check `/healthz` answers from (every second), and nonce pruning (every minute).
+    /// The store's upkeep while `serve` runs: the queue depth `queue_bound` uses (every 250 ms), the dead
+    /// letters `/metrics` shows and the write check `/healthz` answers from (every second), and nonce pruning
+    /// (every minute).
     /// A store error is logged once per episode and tried again on the next round.
     static func maintain(_ store: any EventStore, health: StoreHealth, state: ServeState, logger: Logger) async {
         let gauges = FailureEpisode("reading the queue gauges", logger: logger)
@@ -156,16 +156,18 @@ struct ServeCommand: TurnstileCommand {
         var lastPrune = 0.0
         var lastCheck = 0.0
         while !state.dispatchStopped {
+            let now = SystemWallClock().now()
+            let everySecond = now.secondsSince1970 - lastCheck >= 1
             do {
+                // The queue depth gates `queue_bound` and is read every round; the dead letters, which only
+                // `/metrics` shows and which cost a count of their table, once a second.
                 let depth = try store.queueDepth()
-                let dead = try store.deadLetterCount()
-                state.setGauges(queueDepth: depth, deadLetters: dead)
+                state.setGauges(queueDepth: depth, deadLetters: everySecond ? try store.deadLetterCount() : nil)
                 gauges.succeeded()
             } catch {
                 gauges.failed(error, "the last values are kept")
             }
-            let now = SystemWallClock().now()
-            if now.secondsSince1970 - lastCheck >= 1 {
+            if everySecond {
                 lastCheck = now.secondsSince1970
                 switch health.check(store, now: now) {
                 case .writable: writes.succeeded()
@@ -269,10 +271,11 @@ final class ServeState: Sendable {
     var queueDepth: Int { flags.withLock { $0.queueDepth } }
     var deadLetters: Int? { flags.withLock { $0.deadLetters } }
 
-    func setGauges(queueDepth: Int, deadLetters: Int) {
+    /// Records the gauges just read; a nil `deadLetters` keeps the last count.
+    func setGauges(queueDepth: Int, deadLetters: Int?) {
         flags.withLock {
             $0.queueDepth = queueDepth
-            $0.deadLetters = deadLetters
+            if let deadLetters { $0.deadLetters = deadLetters }
         }
     }
     var openConnections: Int { counter.withLock { $0?() ?? 0 } }
