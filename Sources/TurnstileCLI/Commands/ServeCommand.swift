@@ -47,10 +47,14 @@ struct ServeCommand: TurnstileCommand {
         if case .unwritable(let reason) = health.check(receiver.store, now: SystemWallClock().now()) {
             throw InputError(.unreadableFile, "the store cannot take a write: \(reason)", file: config.file, field: "store")
         }
+        // The gauges `/metrics` and `queue_bound` read are measured before the first request, never a made-up 0.
+        let state = ServeState()
+        do { state.setGauges(queueDepth: try receiver.store.queueDepth(), deadLetters: try receiver.store.deadLetterCount()) } catch {
+            throw InputError(.unreadableFile, "the store cannot be read: \(error.message)", file: config.file, field: "store")
+        }
         let logHandler = StandardErrorLogHandler(buffered: true)
         let logger = Logger(handler: logHandler)
         let metrics = PipelineMetrics(providers: receiver.ingest.providerNames)
-        let state = ServeState()
         var pipeline = receiver.pipeline
         pipeline.health = health
         let committer = GroupCommitter(pipeline: pipeline)
