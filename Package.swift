@@ -16,6 +16,9 @@ let package = Package(
         .library(name: "TurnstileIngest", targets: ["TurnstileIngest"]),
         .library(name: "TurnstilePipeline", targets: ["TurnstilePipeline"]),
         .library(name: "TurnstileSQLite", targets: ["TurnstileSQLite"]),
+        .library(name: "TurnstileHandlers", targets: ["TurnstileHandlers"]),
+        .library(name: "TurnstileHTTP", targets: ["TurnstileHTTP"]),
+        .library(name: "TurnstileCLI", targets: ["TurnstileCLI"]),
         .executable(name: "turnstile", targets: ["turnstile"]),
     ],
     targets: [
@@ -35,13 +38,16 @@ let package = Package(
         .target(name: "TurnstileSQLite", dependencies: ["TurnstileCore", "TurnstileSync", "CSQLite"]),
         // Dedup and dispatch: the pipeline, typed events, handlers and workers. Knows no SQL and no C.
         .target(name: "TurnstilePipeline", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileSync"]),
-        // Command types; the executable only calls into this.
         // epoll, eventfd and socket set-up, which Swift's Glibc module does not expose.
         .target(name: "CTurnstileLinux", cSettings: [.define("_GNU_SOURCE")]),
         // Our HTTP/1.1 server: knows nothing of webhooks.
         .target(name: "TurnstileHTTP", dependencies: ["CTurnstileLinux", "TurnstileSync"]),
+        // The built-in handlers that reach outside the process: `http` (Standard Webhooks-signed POSTs) and
+        // `exec` (a command per event), and the registry a config describes.
+        .target(name: "TurnstileHandlers", dependencies: ["TurnstileCore", "TurnstilePipeline", "TurnstileIngest", "TurnstileHTTP", "TurnstileSync"]),
         // The library front: a config file wired into a receiver (`receive` from any web framework).
-        .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite"]),
+        .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite", "TurnstileHandlers"]),
+        // Command types and `TurnstileMain`; the `turnstile` executable, and a team's own plugin binary, only call into this.
         .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileCrypto", "TurnstileSQLite", "TurnstileHTTP", "TurnstileSync"]),
         .executableTarget(name: "turnstile", dependencies: ["TurnstileCLI"]),
         // Fuzz targets (arbitrary bytes in, invariants checked) and the binary libFuzzer drives
@@ -58,7 +64,7 @@ let package = Package(
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile", "TurnstileSync"]),
         .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport", "TurnstileSync"]),
         .testTarget(name: "TurnstileFuzzTests", dependencies: ["TurnstileFuzz"]),
-        .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore", "TurnstileSync"]),
+        .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileHandlers", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore", "TurnstileSync"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -113,12 +113,22 @@ int CTurnstileLinux_listen(const char *host, int port, int backlog, int *bound_p
 }
 
 int CTurnstileLinux_connect(const char *host, int port) {
+    return CTurnstileLinux_connect_timeout(host, port, 0);
+}
+
+int CTurnstileLinux_connect_timeout(const char *host, int port, long timeout_ms) {
     struct sockaddr_storage storage;
     socklen_t length;
     int family = CTurnstileLinux_address(host, port, &storage, &length);
     if (family < 0) return -1;
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
+    if (timeout_ms > 0) {
+        // On Linux SO_SNDTIMEO also bounds connect(); both bound every later send and receive.
+        struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    }
     int result;
     do { result = connect(fd, (struct sockaddr *)&storage, length); } while (result < 0 && errno == EINTR);
     if (result < 0) { int saved = errno; close(fd); errno = saved; return -1; }

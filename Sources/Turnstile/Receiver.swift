@@ -1,6 +1,7 @@
 @_exported public import TurnstileCore
 @_exported public import TurnstileIngest
 @_exported public import TurnstilePipeline
+@_exported public import TurnstileHandlers
 import TurnstileSQLite
 import Foundation
 
@@ -39,9 +40,7 @@ public struct Receiver: Sendable {
                             configure: (inout HandlerRegistry) -> Void = { _ in }) throws(InputError) -> Receiver {
         let config = try TurnstileConfig.load(path: configPath)
         if existingStoreOnly { try requireExistingStore(config) }
-        var registry: HandlerRegistry
-        do { registry = try HandlerRegistry.builtIn(config.handlers) } catch { throw error.located(file: config.file) }
-        configure(&registry)
+        let registry = try HandlerRegistry.configured(by: config.handlers, file: config.file, configure: configure)
         return try Receiver(config: config, registry: registry)
     }
 

@@ -1,4 +1,7 @@
-import TurnstileCore
+#if canImport(Glibc)
+import Glibc
+#endif
+public import Turnstile
 
 /// One `turnstile` subcommand: a static spec (name, options, help), validation in `init`, work in `run`.
 protocol TurnstileCommand {
@@ -6,7 +9,17 @@ protocol TurnstileCommand {
     /// Checks the parsed arguments; throws ``UsageError`` for anything wrong.
     init(_ arguments: ParsedArguments) throws(UsageError)
     /// Runs the command and returns its exit status.
-    func run(console: any Console) async throws -> Int32
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32
+}
+
+/// What a binary built on Turnstile adds to it: its Swift handlers and its inbound-call responder,
+/// registered into the registry every command that dispatches builds from the config.
+public struct HandlerSetup: Sendable {
+    public let configure: @Sendable (inout HandlerRegistry) -> Void
+
+    public init(_ configure: @escaping @Sendable (inout HandlerRegistry) -> Void = { _ in }) {
+        self.configure = configure
+    }
 }
 
 /// Exit statuses fixed by the contract.
@@ -40,14 +53,31 @@ public enum TurnstileMain {
         return lines.joined(separator: "\n")
     }
 
-    /// Runs `arguments` (without the program name) and returns the exit status.
-    public static func main(arguments: [String], console: any Console = StandardConsole()) async -> Int32 {
-        let status = await dispatch(arguments, console: console)
+    /// Runs `arguments` (without the program name) and returns the exit status: the whole `turnstile`
+    /// command line, every command included. A team's own binary passes `configure` to add its handlers:
+    ///
+    /// ```swift
+    /// @main struct CRMTurnstile {
+    ///     static func main() async {
+    ///         exit(await TurnstileMain.main(arguments: Array(CommandLine.arguments.dropFirst())) { registry in
+    ///             registry.register(NotifyCRM(), name: "notify-crm", events: ["synthflow.post_call"])
+    ///             registry.answerInboundCalls(with: InboundRouter())
+    ///         })
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// The config can name such a handler in an entry of type `swift` to change its events, filter and limits.
+    public static func main(arguments: [String], console: any Console = StandardConsole(),
+                            configure: @escaping @Sendable (inout HandlerRegistry) -> Void = { _ in }) async -> Int32 {
+        // A peer that closes its end must give an error on write, not kill the process.
+        signal(SIGPIPE, SIG_IGN)
+        let status = await dispatch(arguments, console: console, setup: HandlerSetup(configure))
         console.flush()
         return status
     }
 
-    private static func dispatch(_ arguments: [String], console: any Console) async -> Int32 {
+    private static func dispatch(_ arguments: [String], console: any Console, setup: HandlerSetup) async -> Int32 {
         guard let name = arguments.first else {
             console.err(helpText)
             return ExitStatus.usage
@@ -66,7 +96,7 @@ public enum TurnstileMain {
                 console.out(command.spec.helpText)
                 return ExitStatus.success
             }
-            return try await command.init(parsed).run(console: console)
+            return try await command.init(parsed).run(console: console, setup: setup)
         } catch let error as UsageError {
             console.err("turnstile \(name): \(error.message)")
             return ExitStatus.usage

@@ -119,21 +119,6 @@ public struct ProviderConfig: Sendable {
     public static let defaultRetentionSeconds = 2_592_000
 }
 
-/// A built-in handler of the standalone receiver.
-public struct HandlerConfig: Sendable, Hashable {
-    public var name: String
-    public var type: String
-    public var path: String?
-    public var events: [String]
-
-    public init(name: String, type: String, path: String?, events: [String]) {
-        self.name = name
-        self.type = type
-        self.path = path
-        self.events = events
-    }
-}
-
 /// A resolved secret. Knows where it came from; `description` never shows the value.
 public struct Secret: Sendable, Hashable, CustomStringConvertible {
     /// `env:NAME` or `file:PATH`, as written in the config.
@@ -208,17 +193,11 @@ struct ConfigReader {
         var handlers: [HandlerConfig] = []
         var handlerNames = Set<String>()
         for (index, entry) in (document["handlers"]?.arrayValue ?? []).enumerated() {
-            let name = entry["name"]?.stringValue ?? ""
-            guard handlerNames.insert(name).inserted else {
-                throw fail(.invalidValue, "handler name \"\(name)\" is used twice", at: "handlers[\(index)].name")
+            let handler = try readHandler(entry, at: "handlers[\(index)]")
+            guard handlerNames.insert(handler.name).inserted else {
+                throw fail(.invalidValue, "handler name \"\(handler.name)\" is used twice", at: "handlers[\(index)].name")
             }
-            let type = entry["type"]?.stringValue ?? ""
-            let path = entry["path"]?.stringValue.map(resolvePath)
-            if type == "jsonl" && path == nil {
-                throw fail(.invalidValue, "a jsonl handler needs a path", at: "handlers[\(index)].path")
-            }
-            handlers.append(HandlerConfig(name: name, type: type, path: path,
-                                          events: (entry["events"]?.arrayValue ?? []).compactMap(\.stringValue)))
+            handlers.append(handler)
         }
         var config = TurnstileConfig(
             file: file, store: store, listen: document["listen"]?.stringValue ?? "127.0.0.1:8080",
@@ -253,6 +232,65 @@ struct ConfigReader {
             config.sqliteBusyTimeoutMilliseconds = Int(sqlite["busy_timeout_ms"]?.numberValue?.int64Value ?? 5_000)
         }
         return config
+    }
+
+    func readHandler(_ entry: JSONValue, at path: String) throws(InputError) -> HandlerConfig {
+        let name = entry["name"]?.stringValue ?? ""
+        guard name.utf8.allSatisfy({ byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
+        }) else {
+            throw fail(.invalidValue, "a handler name may use only letters, digits, '-', '_' and '.' (it names metrics and dead letters)", at: "\(path).name")
+        }
+        let type = entry["type"]?.stringValue ?? ""
+        func needs(_ key: String, _ what: String) throws(InputError) -> JSONValue {
+            guard let value = entry[key] else { throw fail(.invalidValue, "a\(type == "exec" ? "n" : "") \(type) handler needs \(what)", at: "\(path).\(key)") }
+            return value
+        }
+        let allowed: Set<String> = switch type {
+        case "jsonl": ["path"]
+        case "http": ["url", "secret", "timeout_seconds"]
+        case "exec": ["command", "timeout_seconds"]
+        default: []
+        }
+        for key in ["path", "url", "secret", "command", "timeout_seconds"] where entry[key] != nil && !allowed.contains(key) {
+            throw fail(.invalidValue, "\(key) does not apply to a handler of type \(type)", at: "\(path).\(key)")
+        }
+        let timeout = entry["timeout_seconds"]?.numberValue?.doubleValue ?? (type == "http" ? 10 : 30)
+        let kind: HandlerConfig.Kind
+        switch type {
+        case "jsonl":
+            kind = .jsonl(path: resolvePath(try needs("path", "a path").stringValue ?? ""))
+        case "http":
+            let url = try needs("url", "a url").stringValue ?? ""
+            guard url.hasPrefix("http://") else {
+                throw fail(.invalidValue, "url must be an http:// URL (plain HTTP to an internal service; https is not supported yet)", at: "\(path).url")
+            }
+            let secret = try readSecret(try needs("secret", "a secret (env:NAME or file:PATH holding a whsec_ secret)").stringValue ?? "", at: "\(path).secret")
+            kind = .http(url: url, secret: secret, timeoutSeconds: timeout)
+        case "exec":
+            let command = (try needs("command", "a command (an argv list)").arrayValue ?? []).compactMap(\.stringValue)
+            guard let program = command.first, program.hasPrefix("/") || program.contains("/") else {
+                throw fail(.invalidValue, "command[0] must be a path to the program (no shell, no PATH lookup)", at: "\(path).command[0]")
+            }
+            kind = .exec(command: [resolvePath(program)] + command.dropFirst(), timeoutSeconds: timeout)
+        default:
+            kind = .swift
+        }
+        let events = entry["events"]?.arrayValue?.compactMap(\.stringValue)
+        if events == nil && type != "swift" { throw fail(.invalidValue, "a \(type) handler needs events", at: "\(path).events") }
+        let filter = try PayloadFilter.read(entry["filter"], field: "\(path).filter")
+        var limits = HandlerLimits()
+        limits.concurrency = entry["concurrency"]?.numberValue?.int64Value.map { Int($0) }
+        if let rate = entry["rate_limit"] {
+            limits.ratePerSecond = rate["per_second"]?.numberValue?.doubleValue
+            limits.burst = rate["burst"]?.numberValue?.int64Value.map { Int($0) }
+        }
+        if let breaker = entry["breaker"] {
+            limits.breakerFailures = breaker["failures"]?.numberValue?.int64Value.map { Int($0) }
+            limits.breakerCooldownSeconds = breaker["cooldown_seconds"]?.numberValue?.doubleValue ?? limits.breakerCooldownSeconds
+        }
+        return HandlerConfig(name: name, kind: kind, events: events, filter: filter, limits: limits)
     }
 
     /// A relative path is relative to the config file's folder.

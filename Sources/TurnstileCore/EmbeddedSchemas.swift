@@ -108,13 +108,42 @@ enum EmbeddedSchemas {
     },
     "handler": {
       "type": "object",
-      "required": ["name", "type", "events"],
+      "required": ["name", "type"],
       "additionalProperties": false,
       "properties": {
-        "name": { "type": "string", "minLength": 1 },
-        "type": { "enum": ["jsonl"] },
-        "path": { "type": "string", "minLength": 1 },
-        "events": { "type": "array", "minItems": 1, "items": { "type": "string", "minLength": 1 } }
+        "name": { "type": "string", "minLength": 1, "maxLength": 64, "description": "letters, digits, '-', '_' and '.'" },
+        "type": { "enum": ["jsonl", "http", "exec", "swift"], "description": "swift: a handler registered from Swift under this name; the entry changes its events, filter and limits" },
+        "path": { "type": "string", "minLength": 1, "description": "jsonl: the file events are appended to" },
+        "url": { "type": "string", "minLength": 8, "maxLength": 2048, "description": "http: where events are POSTed (http:// only)" },
+        "secret": { "type": "string", "minLength": 5, "description": "http: env:NAME or file:PATH holding a whsec_ secret that signs each request (Standard Webhooks)" },
+        "command": { "type": "array", "minItems": 1, "maxItems": 256, "items": { "type": "string", "minLength": 1 }, "description": "exec: the program and its arguments (no shell)" },
+        "timeout_seconds": { "type": "number", "minimum": 0.01, "maximum": 3600, "description": "http (default 10) and exec (default 30): how long one call may take" },
+        "events": { "type": "array", "minItems": 1, "items": { "type": "string", "minLength": 1 } },
+        "filter": {
+          "type": "array",
+          "maxItems": 64,
+          "description": "Predicates on the payload, all of which must hold: {path, equals | in | exists}",
+          "items": { "type": "object" }
+        },
+        "concurrency": { "type": "integer", "minimum": 1, "maximum": 1024, "description": "calls of this handler at once (default dispatch.concurrency)" },
+        "rate_limit": {
+          "type": "object",
+          "required": ["per_second"],
+          "additionalProperties": false,
+          "properties": {
+            "per_second": { "type": "number", "minimum": 0.001, "maximum": 1000000 },
+            "burst": { "type": "integer", "minimum": 1, "maximum": 1000000 }
+          }
+        },
+        "breaker": {
+          "type": "object",
+          "required": ["failures"],
+          "additionalProperties": false,
+          "properties": {
+            "failures": { "type": "integer", "minimum": 1, "maximum": 1000000, "description": "failures in a row that open the breaker" },
+            "cooldown_seconds": { "type": "number", "minimum": 0.01, "maximum": 86400, "description": "how long it stays open before one probe (default 30)" }
+          }
+        }
       }
     }
   }

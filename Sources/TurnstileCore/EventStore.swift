@@ -9,23 +9,32 @@ public protocol EventStore: Sendable {
     /// until this returns.
     func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult]
 
-    /// Leases up to `limit` events that are due, keeping order per ordering key: an event is not leased
-    /// while an earlier event with the same key is still queued. Each lease bumps the attempt count.
-    func lease(limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent]
+    /// Routes up to `limit` due events that have not met their handlers yet, oldest first and in order per
+    /// ordering key: each becomes one delivery per handler name `route` returns (none: it is done), each
+    /// with its own attempts, backoff, error and dead letter. Returns how many events were routed.
+    func route(limit: Int, now: Instant, _ route: (RoutableEvent) -> [String]) throws(StoreError) -> Int
 
-    /// Removes events whose handlers all succeeded.
+    /// Leases up to `limit` of `handler`'s deliveries that are due, keeping order per ordering key for that
+    /// handler: a delivery is not leased while an earlier one of the same key is still queued for it (or not
+    /// routed yet). Each lease bumps the delivery's attempt count.
+    func lease(handler: String, limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent]
+
+    /// Deliveries waiting or leased, by handler name (`""`: events not routed to their handlers yet).
+    func backlog() throws(StoreError) -> [String: Int]
+
+    /// Removes deliveries whose handler succeeded.
     func complete(_ ids: [Int64]) throws(StoreError)
 
-    /// Releases a failed event's lease and makes it due again at `at`.
+    /// Releases a failed delivery's lease and makes it due again at `at`.
     func retry(_ id: Int64, at: Instant, error: String) throws(StoreError)
 
-    /// Moves an event from the queue to the dead letters.
+    /// Moves a delivery from the queue to the dead letters.
     func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError)
 
     /// The earliest instant any queued event becomes due (nil when the queue is empty).
     func nextDue() throws(StoreError) -> Instant?
 
-    /// Events waiting or leased.
+    /// Deliveries to handlers waiting or leased, plus events not routed yet.
     func queueDepth() throws(StoreError) -> Int
 
     /// How many dead letters there are.
@@ -113,9 +122,25 @@ public enum AdmissionResult: Sendable, Hashable {
     case duplicate(Reason, requeuedEventID: Int64?)
 }
 
-/// An event leased from the queue for dispatch.
+/// An event waiting to be routed to its handlers.
+public struct RoutableEvent: Sendable {
+    public var provider: String
+    public var eventType: String
+    public var payload: [UInt8]
+
+    public init(provider: String, eventType: String, payload: [UInt8]) {
+        self.provider = provider
+        self.eventType = eventType
+        self.payload = payload
+    }
+}
+
+/// An event leased from the queue for one handler.
 public struct QueuedEvent: Sendable, Hashable {
+    /// The queue's id of this (event, handler) delivery, stable across its retries.
     public var id: Int64
+    /// The handler it is for.
+    public var handler: String
     public var provider: String
     public var eventType: String
     public var eventKey: String
@@ -125,9 +150,10 @@ public struct QueuedEvent: Sendable, Hashable {
     public var attempt: Int
     public var isReprocess: Bool
 
-    public init(id: Int64, provider: String, eventType: String, eventKey: String, payload: [UInt8],
+    public init(id: Int64, handler: String = "", provider: String, eventType: String, eventKey: String, payload: [UInt8],
                 receivedAt: Instant, attempt: Int, isReprocess: Bool) {
         self.id = id
+        self.handler = handler
         self.provider = provider
         self.eventType = eventType
         self.eventKey = eventKey
@@ -141,6 +167,8 @@ public struct QueuedEvent: Sendable, Hashable {
 /// An event that will not be dispatched until someone retries it.
 public struct DeadLetter: Sendable, Hashable {
     public var id: Int64
+    /// The handler that gave up on it (`""`: dead-lettered before routing, such as a payload that breaks its schema).
+    public var handler: String
     public var provider: String
     public var eventType: String
     public var eventKey: String
@@ -149,9 +177,10 @@ public struct DeadLetter: Sendable, Hashable {
     public var attempts: Int
     public var deadAt: Instant
 
-    public init(id: Int64, provider: String, eventType: String, eventKey: String, reason: Reason, lastError: String,
+    public init(id: Int64, handler: String = "", provider: String, eventType: String, eventKey: String, reason: Reason, lastError: String,
                 attempts: Int, deadAt: Instant) {
         self.id = id
+        self.handler = handler
         self.provider = provider
         self.eventType = eventType
         self.eventKey = eventKey

@@ -1,6 +1,6 @@
 /// A JSON Schema, in the small subset Turnstile's `schemas/` use and enforce:
 /// `type` (one name or a list), `required`, `properties`, `additionalProperties` (boolean or schema),
-/// `items`, `enum`, `const`, `format: date-time`, `minimum`, `maximum`, `minLength`, `minItems`,
+/// `items`, `enum`, `const`, `format: date-time`, `minimum`, `maximum`, `minLength`, `maxLength`, `minItems`, `maxItems`,
 /// and `$ref` to `#/$defs/NAME`. Annotations (`title`, `description`, `$schema`, `$id`, `examples`) are ignored.
 /// Any other keyword is refused when the schema loads, so a schema cannot silently ask for a check that
 /// does not happen.
@@ -15,7 +15,7 @@ public struct JSONSchema: Sendable {
 
     private static let keywords: Set<String> = [
         "type", "required", "properties", "additionalProperties", "items", "enum", "const", "format",
-        "minimum", "maximum", "minLength", "minItems", "$ref", "$defs",
+        "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "$ref", "$defs",
         "title", "description", "$schema", "$id", "examples", "$comment", "default",
     ]
 
@@ -113,6 +113,9 @@ public struct JSONSchema: Sendable {
             if let minimum = schema["minLength"]?.numberValue?.int64Value, text.unicodeScalars.count < minimum {
                 found.append(Violation(path: path, message: "must be at least \(minimum) characters long"))
             }
+            if let maximum = schema["maxLength"]?.numberValue?.int64Value, text.unicodeScalars.count > maximum {
+                found.append(Violation(path: path, message: "must be at most \(maximum) characters long"))
+            }
         case .number(let number):
             if let minimum = schema["minimum"]?.numberValue?.doubleValue, number.doubleValue < minimum {
                 found.append(Violation(path: path, message: "\(number.text) is below the minimum \(schema["minimum"]!.serialized())"))
@@ -123,6 +126,9 @@ public struct JSONSchema: Sendable {
         case .array(let items):
             if let minimum = schema["minItems"]?.numberValue?.int64Value, items.count < minimum {
                 found.append(Violation(path: path, message: "must have at least \(minimum) item\(minimum == 1 ? "" : "s")"))
+            }
+            if let maximum = schema["maxItems"]?.numberValue?.int64Value, items.count > maximum {
+                found.append(Violation(path: path, message: "must have at most \(maximum) items"))
             }
             if let itemSchema = schema["items"] {
                 for (index, item) in items.enumerated() {

@@ -4,24 +4,38 @@ import Glibc
 internal import CTurnstileLinux
 import Foundation
 
-/// A small blocking HTTP/1.1 client for `turnstile send`: one keep-alive connection, reopened when the
-/// server closes it. Reads answers framed by Content-Length, chunked, or the end of the connection.
+/// A small blocking HTTP/1.1 client (for `turnstile send` and the `http` handler): one keep-alive
+/// connection, reopened when the server closes it. Reads answers framed by Content-Length or by the end of
+/// the connection; a chunked answer's body is not read (its connection is closed instead). Bodies longer
+/// than `maxResponseBytes` fail.
 public final class HTTPClient {
     public let host: String
     public let port: Int
+    /// Bounds connect, each send and each receive (nil: no bound).
+    public let timeoutSeconds: Double?
+    public let maxResponseBytes: Int
     private var fd: Int32 = -1
     private var buffer = HTTPByteBuffer()
+    /// The end of the request in flight, on the monotonic clock, in nanoseconds (0: none).
+    private var deadline: UInt64 = 0
+    private var timedOut = false
 
-    public init(host: String, port: Int) {
+    public init(host: String, port: Int, timeoutSeconds: Double? = nil, maxResponseBytes: Int = 64 << 20) {
         self.host = host
         self.port = port
+        self.timeoutSeconds = timeoutSeconds
+        self.maxResponseBytes = maxResponseBytes
     }
 
     deinit { disconnect() }
 
     /// Sends `request` (Host and Content-Length are set here) and returns the answer.
     public func send(_ request: HTTPRequest) throws(HTTPServerError) -> HTTPResponse {
+        timedOut = false
+        deadline = timeoutSeconds.map { DispatchTime.now().uptimeNanoseconds + UInt64(min(max($0, 0.001), 86_400) * 1e9) } ?? 0
         for attempt in 0..<2 {
+            // A reused connection the server may have closed gets one retry on a new one; a fresh one none.
+            let reused = fd >= 0
             if fd < 0 { try connect() }
             var head = "\(request.method) \(request.target) HTTP/1.1\r\nHost: \(host):\(port)\r\n"
             for field in request.headers where !["host", "content-length", "transfer-encoding", "connection"].contains(field.name.lowercased()) {
@@ -32,13 +46,17 @@ public final class HTTPClient {
                 return response
             }
             disconnect()
-            if attempt == 1 { break }
+            if timedOut {
+                throw HTTPServerError(message: "\(host):\(port) did not answer within \(timeoutSeconds ?? 0) s")
+            }
+            if attempt == 1 || !reused { break }
         }
         throw HTTPServerError(message: "\(host):\(port) closed the connection without answering")
     }
 
     private func connect() throws(HTTPServerError) {
-        fd = CTurnstileLinux_connect(host, Int32(port))
+        let milliseconds = timeoutSeconds.map { Int(min(max($0, 0.001), 86_400) * 1000) } ?? 0
+        fd = CTurnstileLinux_connect_timeout(host, Int32(port), milliseconds)
         guard fd >= 0 else { throw HTTPServerError(message: "cannot connect to \(host):\(port): \(String(cString: strerror(errno)))") }
         buffer = HTTPByteBuffer()
     }
@@ -63,8 +81,18 @@ public final class HTTPClient {
     private func fill() -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65_536)
         while true {
+            if deadline > 0 {
+                // The whole answer within the request's time, however slowly it trickles in.
+                let now = DispatchTime.now().uptimeNanoseconds
+                guard now < deadline else { timedOut = true; return false }
+                var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&descriptor, 1, Int32(min((deadline - now) / 1_000_000 + 1, 86_400_000)))
+                if ready < 0 && errno == EINTR { continue }
+                if ready == 0 { timedOut = true; return false }
+            }
             let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
+            if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { timedOut = true }
             if count <= 0 { return false }
             chunk.withUnsafeBytes { buffer.append(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
             return true
@@ -92,7 +120,15 @@ public final class HTTPClient {
                     continue
                 }
                 let closes = headers["Connection"]?.lowercased() == "close"
-                if let lengthText = headers["Content-Length"], let length = Int(lengthText) {
+                if headers["Transfer-Encoding"] != nil {
+                    disconnect()
+                    return HTTPResponse(status: status, headers: headers, body: [], closeConnection: true)
+                }
+                if let lengthText = headers["Content-Length"], lengthText.count <= 12, let length = Int(lengthText), length >= 0 {
+                    guard length <= maxResponseBytes else {
+                        disconnect()
+                        throw HTTPServerError(message: "\(host):\(port) answered with \(length) bytes, over the limit of \(maxResponseBytes)")
+                    }
                     while buffer.bytes.count - bodyStart < length { guard fill() else { return nil } }
                     let body = Array(buffer.bytes[bodyStart..<(bodyStart + length)])
                     buffer = HTTPByteBuffer(Array(buffer.bytes[(bodyStart + length)...]))
@@ -100,10 +136,13 @@ public final class HTTPClient {
                     return HTTPResponse(status: status, headers: headers, body: body, closeConnection: closes)
                 }
                 // No length: the body runs to the end of the connection.
-                while fill() {}
+                while buffer.bytes.count - bodyStart <= maxResponseBytes, fill() {}
                 let body = Array(buffer.bytes[bodyStart...])
                 disconnect()
                 return HTTPResponse(status: status, headers: headers, body: body, closeConnection: true)
+            }
+            guard buffer.bytes.count - buffer.start < 1 << 20 else {
+                throw HTTPServerError(message: "\(host):\(port) sent a response head over 1 MiB")
             }
             guard fill() else { return nil }
         }

@@ -1,16 +1,25 @@
 public import TurnstileCore
 import Foundation
-import Synchronization
+import TurnstileSync
 
-/// Stage 3: workers that lease events from the durable queue and run their handlers.
+/// Stage 3: routes each queued event to its handlers, then leases each handler's deliveries and runs them.
 ///
-/// - At least once: an event is marked done only after every matching handler returned and was committed.
-///   A crash leaves its lease to expire, and the event is delivered again.
-/// - Bounded concurrency: at most `concurrency` handler calls run at once.
-/// - Failures retry with exponential backoff and full jitter; after `max_attempts` the event is dead-lettered
-///   with its last error. A payload that does not decode as the handler's event type is dead-lettered at once.
-/// - Order per ordering key: the store leases only the oldest queued event of each ordering key (Sync: one
-///   job's states). Events whose ordering key is their own identity keep no order among themselves.
+/// - Per-handler state: each (event, handler) pair is a delivery of its own, with its own attempts, backoff,
+///   error and dead letter. A failing handler never re-runs the handlers that already succeeded for that
+///   event, and never holds them up.
+/// - At least once: a delivery is marked done only after its handler returned and committed. A crash leaves
+///   its lease to expire, and it is delivered again.
+/// - Per-handler limits: at most `concurrency` calls of one handler at once (default `dispatch.concurrency`),
+///   a token-bucket rate limit, and a circuit breaker that pauses a handler after a run of failures (its
+///   deliveries stay queued, none is dead-lettered for it while it is open) and probes again after a cool-down.
+/// - Failures retry with exponential backoff and full jitter; after `max_attempts` the delivery is
+///   dead-lettered with its last error. A payload that does not decode as the handler's event type is
+///   dead-lettered at once.
+/// - Order per ordering key, per handler: the store leases only a handler's oldest queued delivery of each
+///   ordering key (Sync: one job's states).
+/// - Prompt: ``wake()`` (called when a commit enqueued work) starts a round at once instead of at the next poll.
+///
+/// Store calls run on a ``BlockingExecutor`` of the dispatcher's own, never on the cooperative pool.
 public final class Dispatcher: Sendable {
     /// What a run did.
     public struct Stats: Sendable, Hashable {
@@ -18,6 +27,14 @@ public final class Dispatcher: Sendable {
         public var retried = 0
         public var deadLettered = 0
         public init() {}
+
+        static func + (lhs: Stats, rhs: Stats) -> Stats {
+            var sum = lhs
+            sum.dispatched += rhs.dispatched
+            sum.retried += rhs.retried
+            sum.deadLettered += rhs.deadLettered
+            return sum
+        }
     }
 
     /// Reason codes of dead letters written by the dispatcher.
@@ -36,8 +53,12 @@ public final class Dispatcher: Sendable {
     /// Names this worker's leases.
     public let owner: String
     private let observer: (@Sendable (QueuedEvent, String, Bool, Double) -> Void)?
+    private let executor = BlockingExecutor(label: "ts-dispatch-store")
+    private let wakeup = WakeSignal()
+    /// Each handler's gate, and the handlers with a batch in flight.
+    private let gates: Locked<(gates: [String: HandlerGate], busy: Set<String>)>
 
-    /// - Parameter observer: told of every handler run (event, handler name, success, seconds), for metrics.
+    /// - Parameter observer: told of every handler run (delivery, handler name, success, seconds), for metrics.
     public init(store: any EventStore, registry: HandlerRegistry, settings: DispatchSettings,
                 clock: any WallClock = SystemWallClock(), logger: Logger = .silent,
                 observer: (@Sendable (QueuedEvent, String, Bool, Double) -> Void)? = nil) {
@@ -48,136 +69,233 @@ public final class Dispatcher: Sendable {
         self.logger = logger
         self.owner = "\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
         self.observer = observer
+        var gates: [String: HandlerGate] = [:]
+        for entry in registry.entries { gates[entry.name] = HandlerGate(limits: entry.limits) }
+        self.gates = Locked((gates, []))
     }
+
+    /// Starts the next round at once: call it when a commit enqueued work.
+    public func wake() { wakeup.signal() }
+
+    /// Each handler's breaker: 0 closed, 1 open, 2 probing.
+    public var breakerStates: [String: Int] { gates.withLock { $0.gates.mapValues(\.breakerGauge) } }
 
     /// Dispatches until the queue is empty, waiting for retries that are due later. Returns early, with what
-    /// it did, when `shouldStop` turns true between batches. A store error ends it (a batch job reports it).
+    /// it did, when `shouldStop` turns true between rounds. A store error ends it (a batch job reports it).
     public func drain(shouldStop: @Sendable () -> Bool = { false },
                       progress: (Stats) -> Void = { _ in }) async throws(StoreError) -> Stats {
-        try await loop(stopWhenEmpty: true, idleSeconds: 1, longRunning: false, shouldStop: shouldStop, progress: progress)
+        var stats = Stats()
+        while !shouldStop() {
+            let round = try await runDue(retryingUnavailableSinks: false)
+            stats = stats + round.stats
+            if round.stats != Stats() { progress(stats) }
+            // Deliveries for a handler that is not registered (any more) wait for it; they do not keep a drain going.
+            let backlog = try await executor.run { [store] () throws(StoreError) in try store.backlog() }
+            let names = Set(registry.names + [""])
+            if backlog.filter({ names.contains($0.key) }).values.reduce(0, +) == 0 { return stats }
+            guard round.stats == Stats() else { continue }
+            let due = try await nextDue(startable: round.startable)
+            let wait = due.map { $0.secondsSince1970 - clock.now().secondsSince1970 } ?? 1
+            await wakeup.wait(seconds: min(max(wait, 0.001), 1))
+        }
+        return stats
     }
 
-    /// Dispatches until `shouldStop` turns true, polling an empty queue every `idleSeconds`: the
-    /// long-running form for a server or a library host. In-flight batches finish before it returns.
+    /// Dispatches until `shouldStop` turns true: the long-running form for a server or a library host. It
+    /// sleeps while nothing is due, up to `idleSeconds` or until ``wake()``. In-flight batches finish before
+    /// it returns.
     ///
     /// A store error (locked past its timeout, a full disk, a lost file) never ends it: the error is logged
     /// once per episode, the loop backs off (50 ms doubling to 5 s) and carries on, and logs when the store
-    /// answers again. Leases taken before the failure expire and their events are dispatched again.
-    public func run(idleSeconds: Double = 0.2, shouldStop: @Sendable () -> Bool,
-                    progress: (Stats) -> Void = { _ in }) async -> Stats {
-        do {
-            return try await loop(stopWhenEmpty: false, idleSeconds: idleSeconds, longRunning: true,
-                                  shouldStop: shouldStop, progress: progress)
-        } catch {
-            // Unreachable: a long-running loop catches every store error itself.
-            logger.error("dispatch stopped", ["error": error.description])
-            return Stats()
-        }
-    }
-
-    /// - Parameter longRunning: store errors are waited out instead of thrown, and events of an unavailable
-    ///   sink are retried for as long as it lasts instead of dead-lettered after `max_attempts`.
-    private func loop(stopWhenEmpty: Bool, idleSeconds: Double, longRunning: Bool, shouldStop: @Sendable () -> Bool,
-                      progress: (Stats) -> Void) async throws(StoreError) -> Stats {
-        var stats = Stats()
+    /// answers again. Leases taken before the failure expire and their deliveries run again.
+    public func run(idleSeconds: Double = 1, shouldStop: @escaping @Sendable () -> Bool,
+                    progress: @escaping @Sendable (Stats) -> Void = { _ in }) async -> Stats {
+        let total = Locked(Stats())
         var backoff = Backoff()
         let episode = FailureEpisode("dispatch", logger: logger)
-        while !shouldStop() {
-            let batch: [QueuedEvent]
-            var due: Instant? = nil
-            do {
-                batch = try store.lease(limit: settings.batchSize, owner: owner, now: clock.now(), leaseSeconds: settings.leaseSeconds)
-                if batch.isEmpty { due = try store.nextDue() }
-            } catch {
-                guard longRunning else { throw error }
-                episode.failed(error, "dispatch backs off and retries")
-                await Self.pause(backoff.next(), shouldStop: shouldStop)
-                continue
+        await withTaskGroup(of: Void.self) { group in
+            while !shouldStop() {
+                do {
+                    let started = try await startRound { entry, batch in
+                        group.addTask {
+                            let stats = await self.process(batch, for: entry, retryingUnavailableSinks: true)
+                            self.gates.withLock { _ = $0.busy.remove(entry.name) }
+                            progress(total.withLock { $0 = $0 + stats; return $0 })
+                            self.wakeup.signal()
+                        }
+                    }
+                    episode.succeeded()
+                    backoff.reset()
+                    if started.batches > 0 { continue }
+                    let due = try await nextDue(startable: started.startable)
+                    let soonest = [due, started.nextGateOpening].compactMap { $0 }.min()
+                    let wait = soonest.map { $0.secondsSince1970 - clock.now().secondsSince1970 } ?? idleSeconds
+                    await wakeup.wait(seconds: min(max(wait, 0.001), idleSeconds))
+                } catch {
+                    episode.failed(error, "dispatch backs off and retries")
+                    await wakeup.wait(seconds: backoff.next())
+                }
             }
-            episode.succeeded()
-            backoff.reset()
-            if batch.isEmpty {
-                if due == nil && stopWhenEmpty { return stats }
-                let until = due.map { $0.secondsSince1970 - clock.now().secondsSince1970 } ?? idleSeconds
-                await Self.pause(min(max(until, 0.001), idleSeconds), shouldStop: shouldStop)
-                continue
-            }
-            let outcome = await process(batch, retryingUnavailableSinks: longRunning)
-            stats.dispatched += outcome.dispatched
-            stats.retried += outcome.retried
-            stats.deadLettered += outcome.deadLettered
-            progress(stats)
         }
-        return stats
+        return total.withLock { $0 }
     }
 
-    /// Sleeps `seconds` (at most a day), in steps of at most 200 ms so that a stop is noticed quickly.
-    private static func pause(_ seconds: Double, shouldStop: @Sendable () -> Bool) async {
-        var left = min(max(seconds, 0), 86_400)
-        while left > 0, !shouldStop() {
-            let step = min(left, 0.2)
-            try? await Task.sleep(nanoseconds: UInt64(step * 1e9))
-            left -= step
-        }
+    /// One round, awaited to the end: routes what is waiting, then leases and runs every handler's due
+    /// deliveries that its limits allow at the clock's `now`. Drive it with a manual clock to test limits and
+    /// breakers without sleeping.
+    public func runDue() async throws(StoreError) -> Stats {
+        try await runDue(retryingUnavailableSinks: false).stats
     }
 
-    /// Runs one leased batch to the end: handlers, commits, then done / retry / dead letter in the store.
-    func process(_ batch: [QueuedEvent], retryingUnavailableSinks: Bool) async -> Stats {
-        let results = await runHandlers(batch)
-        var failures: [Int: any Error] = [:]
-        var committed: [String: (any Error)?] = [:]
-        var partial: [String: PartialCommitError] = [:]
-        for (index, result) in results.enumerated() {
-            if let error = result.error { failures[index] = error }
+    private func runDue(retryingUnavailableSinks: Bool) async throws(StoreError) -> (stats: Stats, startable: [String]) {
+        var work: [(entry: HandlerRegistry.Entry, batch: [QueuedEvent])] = []
+        let started = try await startRound { entry, batch in work.append((entry, batch)) }
+        let stats = await withTaskGroup(of: Stats.self) { group in
+            for (entry, batch) in work {
+                group.addTask {
+                    let stats = await self.process(batch, for: entry, retryingUnavailableSinks: retryingUnavailableSinks)
+                    self.gates.withLock { _ = $0.busy.remove(entry.name) }
+                    return stats
+                }
+            }
+            return await group.reduce(Stats(), +)
         }
-        // Durability barrier: every handler that succeeded on some event of the batch commits before any of
-        // those events is marked done.
+        return (stats, started.startable)
+    }
+
+    private struct RoundStart {
+        var batches = 0
+        /// Handlers that could have started a delivery (not busy, not held by their gate).
+        var startable: [String] = []
+        /// The soonest a held handler may start again.
+        var nextGateOpening: Instant? = nil
+    }
+
+    /// Routes waiting events, then leases a batch for every handler that is idle and allowed to start, and
+    /// hands each batch to `start` (marked busy until its processing ends).
+    private func startRound(_ start: (HandlerRegistry.Entry, [QueuedEvent]) -> Void) async throws(StoreError) -> RoundStart {
+        let registry = self.registry
+        let limit = settings.batchSize
+        while try await executor.run({ [store, clock] () throws(StoreError) in
+            try store.route(limit: limit, now: clock.now()) { registry.route($0) }
+        }) == limit {}
+        var round = RoundStart()
         for entry in registry.entries {
-            let used = results.indices.contains { failures[$0] == nil && results[$0].handlers.contains(entry.name) }
-            guard used else { continue }
-            do { try await entry.commit(); committed[entry.name] = .some(nil) }
-            catch let error as PartialCommitError { partial[entry.name] = error }
-            catch { committed[entry.name] = error }
+            let now = clock.now()
+            let allowance = gates.withLock { state -> Int in
+                guard !state.busy.contains(entry.name) else { return -1 }
+                return state.gates[entry.name, default: HandlerGate(limits: entry.limits)].allowance(now: now, batch: limit)
+            }
+            if allowance < 0 { continue }
+            if allowance == 0 {
+                if let opening = gates.withLock({ $0.gates[entry.name]?.nextStart(after: now) }) {
+                    round.nextGateOpening = min(round.nextGateOpening ?? opening, opening)
+                }
+                continue
+            }
+            round.startable.append(entry.name)
+            let batch = try await executor.run { [store, owner, settings] () throws(StoreError) in
+                try store.lease(handler: entry.name, limit: allowance, owner: owner, now: now, leaseSeconds: settings.leaseSeconds)
+            }
+            guard !batch.isEmpty else { continue }
+            gates.withLock { state in
+                state.gates[entry.name]?.started(batch.count)
+                state.busy.insert(entry.name)
+            }
+            round.batches += 1
+            start(entry, batch)
         }
-        for (index, result) in results.enumerated() where failures[index] == nil {
-            let id = batch[index].id
-            let failedCommit = result.handlers.lazy.compactMap { name -> (any Error)? in
-                if let error = partial[name] { return error.failedEventIDs.contains(id) ? error : nil }
-                return committed[name] ?? nil
-            }.first
-            if let failedCommit { failures[index] = failedCommit }
+        return round
+    }
+
+    /// The earliest instant a delivery of one of `handlers` (or an unrouted event) becomes due.
+    private func nextDue(startable handlers: [String]) async throws(StoreError) -> Instant? {
+        guard !handlers.isEmpty else { return nil }
+        return try await executor.run { [store] () throws(StoreError) in try store.nextDue() }
+    }
+
+    /// Runs one handler's leased batch to the end: its calls (at most its concurrency at once), its commit,
+    /// then done / retry / dead letter in the store.
+    func process(_ batch: [QueuedEvent], for entry: HandlerRegistry.Entry, retryingUnavailableSinks: Bool) async -> Stats {
+        var failures = await runCalls(batch, entry: entry)
+        // Durability barrier: the handler commits before any of its deliveries is marked done.
+        if failures.count < batch.count {
+            do { try await entry.commit() } catch let error as PartialCommitError {
+                for (index, event) in batch.enumerated() where failures[index] == nil && error.failedEventIDs.contains(event.id) {
+                    failures[index] = error
+                }
+            } catch {
+                for index in batch.indices where failures[index] == nil { failures[index] = error }
+            }
+        }
+        // The breaker sees every run's result in order; a failure while it is open is put back, not counted.
+        let now = clock.now()
+        let held: [Int: Instant] = gates.withLock { state in
+            var held: [Int: Instant] = [:]
+            for index in batch.indices {
+                if let error = failures[index], error is EventDecodingError { continue }
+                let open = state.gates[entry.name]?.record(succeeded: failures[index] == nil, now: now) ?? false
+                if open, failures[index] != nil, let until = state.gates[entry.name]?.reopensAt { held[index] = until }
+            }
+            return held
         }
         var stats = Stats()
         let done = batch.indices.filter { failures[$0] == nil }.map { batch[$0].id }
+        let plans = failures.sorted { $0.key < $1.key }.map { index, error in
+            plan(for: batch[index], error: error, heldUntil: held[index], retryingUnavailableSinks: retryingUnavailableSinks, now: now)
+        }
         do {
-            try store.complete(done)
+            try await executor.run { [store] () throws(StoreError) in
+                try store.complete(done)
+                for plan in plans {
+                    switch plan.action {
+                    case .deadLetter(let reason): try store.deadLetter(plan.event.id, reason: reason, error: plan.message, now: now)
+                    case .retry(let at): try store.retry(plan.event.id, at: at, error: plan.message)
+                    }
+                }
+            }
             stats.dispatched = done.count
-            for (index, error) in failures.sorted(by: { $0.key < $1.key }) {
-                let event = batch[index]
-                let message = String(describing: error)
-                if error is EventDecodingError {
-                    try store.deadLetter(event.id, reason: Self.handlerTypeMismatch, error: message, now: clock.now())
+            for plan in plans {
+                switch plan.action {
+                case .deadLetter(let reason):
                     stats.deadLettered += 1
-                    logger.error("dead-lettered", ["event_id": String(event.id), "event_type": event.eventType, "reason": Self.handlerTypeMismatch.rawValue, "error": message])
-                } else if event.attempt >= settings.maxAttempts && !(retryingUnavailableSinks && Self.isSinkUnavailable(error)) {
-                    let reason = Self.isSinkUnavailable(error) ? Self.sinkUnavailable : Self.handlerFailed
-                    try store.deadLetter(event.id, reason: reason, error: message, now: clock.now())
-                    stats.deadLettered += 1
-                    logger.error("dead-lettered", ["event_id": String(event.id), "event_type": event.eventType, "reason": reason.rawValue,
-                                                   "attempts": String(event.attempt), "error": message])
-                } else {
-                    let delay = backoff(attempt: event.attempt)
-                    try store.retry(event.id, at: clock.now().adding(seconds: delay), error: message)
+                    logger.error("dead-lettered", ["event_id": String(plan.event.id), "handler": entry.name, "event_type": plan.event.eventType,
+                                                   "reason": reason.rawValue, "attempts": String(plan.event.attempt), "error": plan.message])
+                case .retry(let at):
                     stats.retried += 1
-                    logger.warning("handler failed; will retry", ["event_id": String(event.id), "event_type": event.eventType,
-                                                                  "attempt": String(event.attempt), "retry_in_s": String(format: "%.3f", delay), "error": message])
+                    logger.warning(held.isEmpty ? "handler failed; will retry" : "handler failed; its breaker is open", [
+                        "event_id": String(plan.event.id), "handler": entry.name, "event_type": plan.event.eventType,
+                        "attempt": String(plan.event.attempt),
+                        "retry_in_s": String(format: "%.3f", max(0, at.secondsSince1970 - now.secondsSince1970)), "error": plan.message,
+                    ])
                 }
             }
         } catch {
-            // The leases will expire and the events will be delivered again: at least once still holds.
-            logger.error("store failed after dispatch; events will be redelivered", ["error": error.description])
+            // The leases will expire and the deliveries will run again: at least once still holds.
+            logger.error("store failed after dispatch; deliveries will run again", ["handler": entry.name, "error": error.description])
         }
         return stats
+    }
+
+    private struct Plan: Sendable {
+        enum Action: Sendable {
+            case retry(at: Instant)
+            case deadLetter(Reason)
+        }
+        let event: QueuedEvent
+        let message: String
+        let action: Action
+    }
+
+    private func plan(for event: QueuedEvent, error: any Error, heldUntil: Instant?, retryingUnavailableSinks: Bool, now: Instant) -> Plan {
+        let message = String(describing: error)
+        if error is EventDecodingError { return Plan(event: event, message: message, action: .deadLetter(Self.handlerTypeMismatch)) }
+        if let heldUntil { return Plan(event: event, message: message, action: .retry(at: heldUntil)) }
+        let unavailable = Self.isSinkUnavailable(error)
+        if event.attempt >= settings.maxAttempts && !(retryingUnavailableSinks && unavailable) {
+            return Plan(event: event, message: message, action: .deadLetter(unavailable ? Self.sinkUnavailable : Self.handlerFailed))
+        }
+        return Plan(event: event, message: message, action: .retry(at: now.adding(seconds: backoff(attempt: event.attempt))))
     }
 
     /// Whether `error` says the handler's sink is down rather than the event is bad (never dead-lettered).
@@ -188,63 +306,47 @@ public final class Dispatcher: Sendable {
 
     /// The wait before retry number `attempt`: `base × 2^(attempt-1)`, capped, with jitter in [50%, 100%].
     public func backoff(attempt: Int) -> Double {
-        let exponential = settings.backoffBaseSeconds * pow(2, Double(max(0, attempt - 1)))
+        let exponential = settings.backoffBaseSeconds * pow(2, Double(min(max(0, attempt - 1), 60)))
         let capped = min(exponential, settings.backoffMaxSeconds)
         return capped * Double.random(in: 0.5...1.0)
     }
 
-    private struct HandlerResult: Sendable {
-        var handlers: [String] = []
-        var error: (any Error)? = nil
-    }
-
-    /// Runs the batch on `concurrency` workers, each taking the next event not yet taken: at most that many
-    /// handler calls at once, and one task per worker rather than per event.
-    private func runHandlers(_ batch: [QueuedEvent]) async -> [HandlerResult] {
-        let workers = min(max(1, settings.concurrency), batch.count)
-        let taken = TakenCount()
-        return await withTaskGroup(of: [(Int, HandlerResult)].self) { group in
+    /// Runs the batch's calls on the handler's concurrency of workers, each taking the next delivery not yet
+    /// taken; returns the failures by index.
+    private func runCalls(_ batch: [QueuedEvent], entry: HandlerRegistry.Entry) async -> [Int: any Error] {
+        let workers = min(max(1, entry.limits.concurrency ?? settings.concurrency), batch.count)
+        let taken = Locked(0)
+        return await withTaskGroup(of: [(Int, any Error)].self) { group in
             for _ in 0..<workers {
                 group.addTask {
-                    var finished: [(Int, HandlerResult)] = []
+                    var failed: [(Int, any Error)] = []
                     while true {
-                        let index = taken.next()
-                        guard index < batch.count else { return finished }
-                        finished.append((index, await self.run(batch[index])))
+                        let index = taken.withLock { count -> Int in defer { count += 1 }; return count }
+                        guard index < batch.count else { return failed }
+                        if let error = await self.call(entry, with: batch[index]) { failed.append((index, error)) }
                     }
                 }
             }
-            var results = [HandlerResult](repeating: HandlerResult(), count: batch.count)
-            for await finished in group {
-                for (index, result) in finished { results[index] = result }
+            var failures: [Int: any Error] = [:]
+            for await failed in group {
+                for (index, error) in failed { failures[index] = error }
             }
-            return results
+            return failures
         }
     }
 
-    /// Hands out 0, 1, 2, … to the workers of one batch.
-    private final class TakenCount: Sendable {
-        private let count = Atomic<Int>(0)
-        func next() -> Int { count.add(1, ordering: .relaxed).oldValue }
-    }
-
-    private func run(_ event: QueuedEvent) async -> HandlerResult {
-        var result = HandlerResult()
-        for entry in registry.handlers(for: event.eventType) {
-            let context = DispatchContext(eventID: event.id, provider: event.provider, eventType: event.eventType, eventKey: event.eventKey,
-                                          receivedAt: event.receivedAt, attempt: event.attempt, isReprocess: event.isReprocess,
-                                          handlerName: entry.name)
-            let start = DispatchTime.now().uptimeNanoseconds
-            do {
-                try await entry.handle(event, context)
-                observer?(event, entry.name, true, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-                result.handlers.append(entry.name)
-            } catch {
-                observer?(event, entry.name, false, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-                result.error = error
-                return result
-            }
+    private func call(_ entry: HandlerRegistry.Entry, with event: QueuedEvent) async -> (any Error)? {
+        let context = DispatchContext(eventID: event.id, provider: event.provider, eventType: event.eventType, eventKey: event.eventKey,
+                                      receivedAt: event.receivedAt, attempt: event.attempt, isReprocess: event.isReprocess,
+                                      handlerName: entry.name)
+        let start = DispatchTime.now().uptimeNanoseconds
+        do {
+            try await entry.handle(event, context)
+            observer?(event, entry.name, true, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            return nil
+        } catch {
+            observer?(event, entry.name, false, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            return error
         }
-        return result
     }
 }

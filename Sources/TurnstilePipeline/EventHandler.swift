@@ -84,15 +84,17 @@ public struct EventDecodingError: Error, CustomStringConvertible {
     public var description: String { "handler \(handler) expects \(expected), and the payload does not decode as one: \(underlying)" }
 }
 
-/// Routes event types to handlers. Patterns are `*` (everything), a prefix ending in `.*` (`sync.*`), or an
-/// exact type (`synthflow.post_call`).
+/// Routes events to handlers. Patterns are `*` (everything), a prefix ending in `.*` (`sync.*`), or an
+/// exact type (`synthflow.post_call`); a handler's ``PayloadFilter`` narrows them by the payload.
 ///
 /// Registration erases each handler to closures, so a handler compiled in another module (a plugin)
 /// registers through the same generic call.
 public struct HandlerRegistry: Sendable {
     struct Entry: Sendable {
         let name: String
-        let patterns: [String]
+        var patterns: [String]
+        var filter: PayloadFilter
+        var limits: HandlerLimits
         let handle: @Sendable (QueuedEvent, DispatchContext) async throws -> Void
         let commit: @Sendable () async throws -> Void
     }
@@ -108,10 +110,12 @@ public struct HandlerRegistry: Sendable {
         inboundResponder = responder
     }
 
-    /// Registers `handler` for the event types matching `patterns`.
-    public mutating func register<Handler: EventHandler>(_ handler: Handler, name: String, events patterns: [String]) {
-        entries.append(Entry(
-            name: name, patterns: patterns,
+    /// Registers `handler` under `name` (unique: a second registration of a name replaces the first) for the
+    /// event types matching `patterns` whose payload passes `filter`, within `limits`.
+    public mutating func register<Handler: EventHandler>(_ handler: Handler, name: String, events patterns: [String],
+                                                         filter: PayloadFilter = PayloadFilter(), limits: HandlerLimits = HandlerLimits()) {
+        let entry = Entry(
+            name: name, patterns: patterns, filter: filter, limits: limits,
             handle: { queued, context in
                 let event: Handler.Event
                 do { event = try Handler.Event(queued: queued) } catch {
@@ -119,14 +123,35 @@ public struct HandlerRegistry: Sendable {
                 }
                 try await handler.handle(event, context: context)
             },
-            commit: { try await handler.commit() }))
+            commit: { try await handler.commit() })
+        if let index = entries.firstIndex(where: { $0.name == name }) { entries[index] = entry } else { entries.append(entry) }
+    }
+
+    /// Applies a config entry of type `swift` to the handler registered under its name: its events (when
+    /// given), filter and limits replace those it was registered with.
+    /// - Throws: ``InputError`` when no handler of that name was registered.
+    public mutating func apply(_ config: HandlerConfig) throws(InputError) {
+        guard let index = entries.firstIndex(where: { $0.name == config.name }) else {
+            let known = names.isEmpty ? "none is registered" : "registered: \(names.joined(separator: ", "))"
+            throw InputError(.invalidValue, "no handler named \"\(config.name)\" was registered from Swift (\(known))", field: "name")
+        }
+        if let events = config.events { entries[index].patterns = events }
+        if !config.filter.isEmpty { entries[index].filter = config.filter }
+        entries[index].limits = config.limits
     }
 
     /// The names of the handlers registered.
     public var names: [String] { entries.map(\.name) }
 
-    func handlers(for eventType: String) -> [Entry] {
-        entries.filter { entry in entry.patterns.contains { Self.matches($0, eventType) } }
+    func entry(named name: String) -> Entry? { entries.first { $0.name == name } }
+
+    /// The names of the handlers `event` goes to, in registration order. The payload is parsed once, and only
+    /// when a matching handler has a filter; a payload that is not JSON passes only handlers without one.
+    public func route(_ event: RoutableEvent) -> [String] {
+        let candidates = entries.filter { entry in entry.patterns.contains { Self.matches($0, event.eventType) } }
+        guard candidates.contains(where: { !$0.filter.isEmpty }) else { return candidates.map(\.name) }
+        let payload = try? JSONParser.parse(event.payload, repeatedKeys: .lastWins)
+        return candidates.filter { $0.filter.passes(payload) }.map(\.name)
     }
 
     /// True when `pattern` covers `eventType`.

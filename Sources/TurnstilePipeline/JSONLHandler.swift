@@ -54,37 +54,13 @@ public final class JSONLHandler: EventHandler {
     }
 
     public func handle(_ event: GenericEvent, context: DispatchContext) async throws {
-        var line = Self.line(event, context: context)
+        var line = EventEnvelope.json(event, context: context)
         line.append(0x0a)
         file.withLock { file in
             file.pending += line
             file.pendingEvents.append(context.eventID)
             if file.pending.count >= Self.flushThreshold { flush(&file) }
         }
-    }
-
-    static func line(_ event: GenericEvent, context: DispatchContext) -> [UInt8] {
-        var object = JSONObject()
-        object["event_id"] = .number(JSONNumber(context.eventID))
-        object["provider"] = .string(event.provider)
-        object["event_type"] = .string(event.type)
-        object["event_key"] = .string(event.key)
-        object["received_at"] = .string(event.receivedAt.iso8601)
-        object["attempt"] = .number(JSONNumber(Int64(context.attempt)))
-        object["reprocess"] = .bool(context.isReprocess)
-        object["handler"] = .string(context.handlerName)
-        if event.payload != nil, !event.body.contains(0x0a), !event.body.contains(0x0d) {
-            // The body is JSON on one line already: copy its bytes instead of re-serialising it.
-            object["payload"] = .null
-            var line = JSONValue.object(object).javaScriptStringified()
-            line.removeLast("null}".utf8.count)
-            line += event.body
-            line.append(UInt8(ascii: "}"))
-            return line
-        }
-        object["payload"] = event.payload ?? .null
-        if event.payload == nil { object["body"] = .string(String(decoding: event.body, as: UTF8.self)) }
-        return JSONValue.object(object).javaScriptStringified()
     }
 
     /// Writes the pending lines and makes every line so far durable.
@@ -163,24 +139,4 @@ public struct HandlerIOError: Error, CustomStringConvertible, SinkUnavailable {
     }
 
     public var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
-}
-
-extension HandlerRegistry {
-    /// The registry of the standalone receiver's built-in handlers, as config lists them.
-    public static func builtIn(_ handlers: [HandlerConfig]) throws(InputError) -> HandlerRegistry {
-        var registry = HandlerRegistry()
-        for (index, handler) in handlers.enumerated() {
-            switch handler.type {
-            case "jsonl":
-                do {
-                    registry.register(try JSONLHandler(path: handler.path ?? ""), name: handler.name, events: handler.events)
-                } catch {
-                    throw InputError(error.code, error.message, file: error.file, field: "handlers[\(index)].path")
-                }
-            default:
-                throw InputError(.invalidValue, "unknown handler type \"\(handler.type)\"", field: "handlers[\(index)].type")
-            }
-        }
-        return registry
-    }
 }

@@ -18,6 +18,7 @@ public final class PipelineMetrics: Sendable {
         var secretMatches: [String: Int] = [:]       // "provider|index"
         var handlerRuns: [String: Int] = [:]         // "handler|result"
         var handlerLatency: [String: Histogram] = [:]
+        var handlerStartDelay: [String: Histogram] = [:]
         var requestLatency = Histogram()
     }
 
@@ -49,11 +50,13 @@ public final class PipelineMetrics: Sendable {
         }
     }
 
-    /// Counts one handler run (an observer for ``Dispatcher``).
-    public func recordHandlerRun(handler: String, succeeded: Bool, seconds: Double) {
+    /// Counts one handler run (an observer for ``Dispatcher``); `startDelay` is the time from the event's
+    /// arrival to this run's start (first attempts only, so retries' backoff does not blur it).
+    public func recordHandlerRun(handler: String, succeeded: Bool, seconds: Double, startDelay: Double? = nil) {
         state.withLock { state in
             state.handlerRuns["\(handler)|\(succeeded ? "success" : "failure")", default: 0] += 1
             Self.observe(&state.handlerLatency[handler, default: Histogram()], seconds)
+            if let startDelay { Self.observe(&state.handlerStartDelay[handler, default: Histogram()], max(0, startDelay)) }
         }
     }
 
@@ -64,7 +67,10 @@ public final class PipelineMetrics: Sendable {
     }
 
     /// The exposition text, with the gauges read now.
-    public func render(queueDepth: Int?, deadLetters: Int?, openConnections: Int) -> String {
+    /// - Parameter handlers: each handler's backlog (deliveries waiting or leased) and breaker (0 closed,
+    ///   1 open, 2 probing); the names are the registry's, so the label set is bounded.
+    public func render(queueDepth: Int?, deadLetters: Int?, openConnections: Int,
+                       handlers: [String: (backlog: Int, breaker: Int)] = [:]) -> String {
         let snapshot = state.withLock { $0 }
         var lines: [String] = []
         lines.append("# HELP turnstile_deliveries_total Deliveries by provider, outcome and reason.")
@@ -98,6 +104,21 @@ public final class PipelineMetrics: Sendable {
         lines.append("# TYPE turnstile_handler_duration_seconds histogram")
         for (handler, histogram) in snapshot.handlerLatency.sorted(by: { $0.key < $1.key }) {
             lines += render("turnstile_handler_duration_seconds", histogram, labels: "handler=\(quote(handler))")
+        }
+        lines.append("# HELP turnstile_handler_start_delay_seconds Time from an event's arrival to its handler's first start.")
+        lines.append("# TYPE turnstile_handler_start_delay_seconds histogram")
+        for (handler, histogram) in snapshot.handlerStartDelay.sorted(by: { $0.key < $1.key }) {
+            lines += render("turnstile_handler_start_delay_seconds", histogram, labels: "handler=\(quote(handler))")
+        }
+        lines.append("# HELP turnstile_handler_backlog Deliveries waiting for or in a handler.")
+        lines.append("# TYPE turnstile_handler_backlog gauge")
+        for (handler, gauges) in handlers.sorted(by: { $0.key < $1.key }) {
+            lines.append("turnstile_handler_backlog{handler=\(quote(handler))} \(gauges.backlog)")
+        }
+        lines.append("# HELP turnstile_handler_breaker A handler's circuit breaker: 0 closed, 1 open, 2 probing.")
+        lines.append("# TYPE turnstile_handler_breaker gauge")
+        for (handler, gauges) in handlers.sorted(by: { $0.key < $1.key }) {
+            lines.append("turnstile_handler_breaker{handler=\(quote(handler))} \(gauges.breaker)")
         }
         lines.append("# HELP turnstile_request_duration_seconds Time from a delivery's arrival to its answer.")
         lines.append("# TYPE turnstile_request_duration_seconds histogram")

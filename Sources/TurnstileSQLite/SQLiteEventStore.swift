@@ -34,7 +34,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     }
 
     /// The schema version this code writes; older stores are migrated at open.
-    public static let schemaVersion = 4
+    public static let schemaVersion = 5
     /// The SQLite library in use.
     public static var libraryVersion: String { SQLiteConnection.libraryVersion }
 
@@ -172,6 +172,16 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         """
         CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
         """,
+        // Version 5: per-handler delivery state. A queue row is one (event, handler) delivery with its own
+        // attempts, backoff, error and dead letter; an admitted event waits under handler '' until it is
+        // routed to its handlers. Order per ordering key is kept per handler.
+        """
+        ALTER TABLE events ADD COLUMN handler TEXT NOT NULL DEFAULT '';
+        ALTER TABLE dead_letters ADD COLUMN handler TEXT NOT NULL DEFAULT '';
+        DROP INDEX events_order;
+        CREATE INDEX events_order ON events (ordering_key, handler, id) WHERE ordering_key <> '';
+        CREATE INDEX events_handler ON events (handler, id);
+        """,
     ]
 
     private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
@@ -292,22 +302,57 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     // MARK: Queue
 
-    public func lease(limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] {
+    public func route(limit: Int, now: Instant, _ route: (RoutableEvent) -> [String]) throws(StoreError) -> Int {
+        try withConnection("route") { db in
+            try db.transaction {
+                // In id order, so the deliveries of one ordering key get ids in arrival order for every handler.
+                let select = try db.prepare("""
+                    SELECT e.id, e.provider, e.event_type, COALESCE(e.payload, a.body)
+                    FROM events e LEFT JOIN archive a ON a.id = e.archive_id
+                    WHERE e.handler = '' ORDER BY e.id LIMIT ?
+                    """)
+                try select.bind(.integer(Int64(limit)))
+                var waiting: [(Int64, RoutableEvent)] = []
+                while try select.step() {
+                    waiting.append((select.int64(0), RoutableEvent(provider: select.text(1) ?? "", eventType: select.text(2) ?? "",
+                                                                   payload: select.blob(3))))
+                }
+                select.reset()
+                let fanOut = try db.prepare("""
+                    INSERT INTO events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at,
+                                        archive_id, handler)
+                    SELECT provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id, ?
+                    FROM events WHERE id = ?
+                    """)
+                let delete = try db.prepare("DELETE FROM events WHERE id = ?")
+                for (id, event) in waiting {
+                    for handler in route(event) where !handler.isEmpty {
+                        try fanOut.bind(.text(handler), .integer(id)).run()
+                    }
+                    try delete.bind(.integer(id)).run()
+                }
+                return waiting.count
+            }
+        }
+    }
+
+    public func lease(handler: String, limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] {
         try withConnection("lease") { db in
             try db.transaction {
                 let select = try db.prepare("""
                     SELECT e.id, e.provider, e.event_type, e.event_key, COALESCE(e.payload, a.body), e.received_at, e.attempts, e.reprocess
                     FROM events e LEFT JOIN archive a ON a.id = e.archive_id
-                    WHERE e.available_at <= ?1 AND (e.lease_until IS NULL OR e.lease_until < ?1)
+                    WHERE e.handler = ?3 AND e.available_at <= ?1 AND (e.lease_until IS NULL OR e.lease_until < ?1)
                       AND (e.ordering_key = ''
-                           OR NOT EXISTS (SELECT 1 FROM events p WHERE p.ordering_key <> '' AND p.ordering_key = e.ordering_key AND p.id < e.id))
+                           OR NOT EXISTS (SELECT 1 FROM events p WHERE p.ordering_key <> '' AND p.ordering_key = e.ordering_key
+                                          AND p.handler IN (?3, '') AND p.id < e.id))
                     ORDER BY e.id LIMIT ?2
                     """)
-                try select.bind(.real(now.secondsSince1970), .integer(Int64(limit)))
+                try select.bind(.real(now.secondsSince1970), .integer(Int64(limit)), .text(handler))
                 var events: [QueuedEvent] = []
                 while try select.step() {
                     events.append(QueuedEvent(
-                        id: select.int64(0), provider: select.text(1) ?? "", eventType: select.text(2) ?? "",
+                        id: select.int64(0), handler: handler, provider: select.text(1) ?? "", eventType: select.text(2) ?? "",
                         eventKey: select.text(3) ?? "", payload: select.blob(4), receivedAt: Instant(secondsSince1970: select.double(5)),
                         attempt: Int(select.int64(6)) + 1, isReprocess: select.int64(7) != 0))
                 }
@@ -318,6 +363,16 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                 }
                 return events
             }
+        }
+    }
+
+    public func backlog() throws(StoreError) -> [String: Int] {
+        try withConnection("backlog") { db in
+            let select = try db.prepare("SELECT handler, COUNT(*) FROM events GROUP BY handler")
+            var counts: [String: Int] = [:]
+            while try select.step() { counts[select.text(0) ?? ""] = Int(select.int64(1)) }
+            select.reset()
+            return counts
         }
     }
 
@@ -347,8 +402,8 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     private func moveToDeadLetters(_ id: Int64, reason: Reason, error: String, now: Double, in db: SQLiteConnection) throws {
         try db.prepare("""
             INSERT INTO dead_letters (id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts,
-                                      reason, last_error, dead_at, archive_id)
-            SELECT id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts, ?, ?, ?, archive_id
+                                      reason, last_error, dead_at, archive_id, handler)
+            SELECT id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts, ?, ?, ?, archive_id, handler
             FROM events WHERE id = ?
             """).bind(.text(reason.rawValue), .text(error), .real(now), .integer(id)).run()
         try db.prepare("DELETE FROM events WHERE id = ?").bind(.integer(id)).run()
@@ -384,12 +439,12 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     public func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter] {
         try withConnection("dead letters") { db in
             let select = try db.prepare("""
-                SELECT id, provider, event_type, event_key, reason, last_error, attempts, dead_at FROM dead_letters ORDER BY id LIMIT ?
+                SELECT id, provider, event_type, event_key, reason, last_error, attempts, dead_at, handler FROM dead_letters ORDER BY id LIMIT ?
                 """)
             try select.bind(.integer(Int64(limit)))
             var letters: [DeadLetter] = []
             while try select.step() {
-                letters.append(DeadLetter(id: select.int64(0), provider: select.text(1) ?? "", eventType: select.text(2) ?? "",
+                letters.append(DeadLetter(id: select.int64(0), handler: select.text(8) ?? "", provider: select.text(1) ?? "", eventType: select.text(2) ?? "",
                                           eventKey: select.text(3) ?? "", reason: Reason(rawValue: select.text(4) ?? ""),
                                           lastError: select.text(5) ?? "", attempts: Int(select.int64(6)),
                                           deadAt: Instant(secondsSince1970: select.double(7))))
@@ -415,8 +470,9 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                 var moved = 0
                 let insert = try db.prepare("""
                     INSERT INTO events (id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts,
-                                        available_at, last_error, archive_id)
-                    SELECT id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, 0, ?, last_error, archive_id
+                                        available_at, last_error, archive_id, handler)
+                    SELECT id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, 0, ?, last_error, archive_id,
+                           handler
                     FROM dead_letters WHERE id = ?
                     """)
                 let delete = try db.prepare("DELETE FROM dead_letters WHERE id = ?")

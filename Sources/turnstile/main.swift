@@ -3,5 +3,5 @@ import Glibc
 #endif
 import TurnstileCLI
 
-signal(SIGPIPE, SIG_IGN)
+// The plain `turnstile`: the same entry point a team's own binary calls, with no handlers of its own.
 exit(await TurnstileMain.main(arguments: Array(CommandLine.arguments.dropFirst())))

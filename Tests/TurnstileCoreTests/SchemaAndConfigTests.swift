@@ -108,7 +108,8 @@ func write(_ text: String, to path: String) throws {
         let sync = try #require(config.provider(named: "sync"))
         #expect(sync.secrets.map(\.text) == ["whsec_abc", "whsec_old"])
         #expect(sync.toleranceSeconds == 300)
-        #expect(config.handlers.first?.path?.hasSuffix("/events.jsonl") == true)
+        guard case .jsonl(let path)? = config.handlers.first?.kind else { Issue.record("not a jsonl handler"); return }
+        #expect(path.hasSuffix("/events.jsonl"))
     }
 
     @Test func unknownKeysAreErrorsNamingTheirPath() throws {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TurnstileCore
 import TurnstilePipeline
+import TurnstileHandlers
 import TurnstileSQLite
 
 @Suite struct DispatchTests {
@@ -20,7 +21,8 @@ import TurnstileSQLite
         registry.register(jobs, name: "jobs", events: ["sync.*"])
         registry.register(everything, name: "all", events: ["*"])
         let stats = try await harness.dispatcher(registry).drain()
-        #expect(stats.dispatched == 3)
+        // One delivery per (event, handler): synthflow to calls and all, sync to jobs and all, github to all.
+        #expect(stats.dispatched == 5)
         #expect(calls.events.map(\.call.callID.value) == ["c1"])
         #expect(calls.events.first?.call.duration == 87)
         #expect(jobs.events.first?.status == .completed)
@@ -57,9 +59,11 @@ import TurnstileSQLite
         #expect(letters[0].attempts == 3)
         #expect(letters[0].lastError.contains("injected failure on attempt 3"))
 
+        // The same handler, fixed: the retry re-runs it (the dead letter is its own).
+        #expect(letters[0].handler == "broken")
         let fixed = Recorder<GenericEvent>()
         var registry = HandlerRegistry()
-        registry.register(fixed, name: "fixed", events: ["*"])
+        registry.register(fixed, name: "broken", events: ["*"])
         #expect(try harness.store.requeueDeadLetters([letters[0].id], now: SystemWallClock().now()) == 1)
         let again = try await harness.dispatcher(registry).drain()
         #expect(again.dispatched == 1)
@@ -81,10 +85,11 @@ import TurnstileSQLite
     @Test func anExpiredLeaseIsDeliveredAgain() async throws {
         let harness = try Harness()
         _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
-        // A worker leases the event and dies without finishing.
-        let crashed = try harness.store.lease(limit: 10, owner: "crashed", now: SystemWallClock().now(), leaseSeconds: 30)
+        // A worker routes the event to handler r, leases it and dies without finishing.
+        #expect(try harness.store.route(limit: 10, now: SystemWallClock().now()) { _ in ["r"] } == 1)
+        let crashed = try harness.store.lease(handler: "r", limit: 10, owner: "crashed", now: SystemWallClock().now(), leaseSeconds: 30)
         #expect(crashed.count == 1)
-        #expect(try harness.store.lease(limit: 10, owner: "other", now: SystemWallClock().now(), leaseSeconds: 30).isEmpty)
+        #expect(try harness.store.lease(handler: "r", limit: 10, owner: "other", now: SystemWallClock().now(), leaseSeconds: 30).isEmpty)
         let later = FixedWallClock(SystemWallClock().now().adding(seconds: 31))
         let recorder = Recorder<GenericEvent>()
         var registry = HandlerRegistry()
@@ -132,7 +137,7 @@ import TurnstileSQLite
         let harness = try Harness()
         _ = harness.process([try harness.signed("github", #"{"a":1}"#), try harness.signed("github", "not json")])
         let path = harness.folder + "/events.jsonl"
-        let registry = try HandlerRegistry.builtIn([HandlerConfig(name: "all", type: "jsonl", path: path, events: ["*"])])
+        let registry = try HandlerRegistry.configured(by: [HandlerConfig(name: "all", kind: .jsonl(path: path), events: ["*"])])
         _ = try await harness.dispatcher(registry).drain()
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 2)
@@ -147,7 +152,7 @@ import TurnstileSQLite
     @Test func aFullSinkIsRetriedAndNeverDeadLettered() async throws {
         let harness = try Harness()
         _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
-        let registry = try HandlerRegistry.builtIn([HandlerConfig(name: "full-disk", type: "jsonl", path: "/dev/full", events: ["*"])])
+        let registry = try HandlerRegistry.configured(by: [HandlerConfig(name: "full-disk", kind: .jsonl(path: "/dev/full"), events: ["*"])])
         let attempts = Counter()
         let stats = await harness.dispatcher(registry, maxAttempts: 2).run(idleSeconds: 0.001, shouldStop: { attempts.value >= 6 },
                                                                           progress: { _ in attempts.increment() })
@@ -160,7 +165,7 @@ import TurnstileSQLite
     @Test func aBatchRunDeadLettersAnUnavailableSinkAsSuch() async throws {
         let harness = try Harness()
         _ = harness.process([try harness.signed("github", #"{"a":1}"#)])
-        let registry = try HandlerRegistry.builtIn([HandlerConfig(name: "full-disk", type: "jsonl", path: "/dev/full", events: ["*"])])
+        let registry = try HandlerRegistry.configured(by: [HandlerConfig(name: "full-disk", kind: .jsonl(path: "/dev/full"), events: ["*"])])
         let stats = try await harness.dispatcher(registry, maxAttempts: 2).drain()
         #expect(stats.deadLettered == 1)
         let letter = try #require(try harness.store.deadLetters(limit: 1).first)

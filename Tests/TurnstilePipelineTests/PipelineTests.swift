@@ -164,7 +164,9 @@ import TurnstileSQLite
 /// A store whose every write fails, as a full or vanished disk would.
 struct FailingStore: EventStore {
     func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] { throw StoreError(.unavailable, "disk I/O error") }
-    func lease(limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] { throw StoreError(.unavailable, "x") }
+    func route(limit: Int, now: Instant, _ route: (RoutableEvent) -> [String]) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
+    func lease(handler: String, limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] { throw StoreError(.unavailable, "x") }
+    func backlog() throws(StoreError) -> [String: Int] { throw StoreError(.unavailable, "x") }
     func complete(_ ids: [Int64]) throws(StoreError) { throw StoreError(.unavailable, "x") }
     func retry(_ id: Int64, at: Instant, error: String) throws(StoreError) { throw StoreError(.unavailable, "x") }
     func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError) { throw StoreError(.unavailable, "x") }

@@ -142,9 +142,13 @@ final class SwitchableStore: EventStore, @unchecked Sendable {
     }
 
     func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] { try gate(); return try base.admit(batch) }
-    func lease(limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] {
-        try gate(); return try base.lease(limit: limit, owner: owner, now: now, leaseSeconds: leaseSeconds)
+    func route(limit: Int, now: Instant, _ route: (RoutableEvent) -> [String]) throws(StoreError) -> Int {
+        try gate(); return try base.route(limit: limit, now: now, route)
     }
+    func lease(handler: String, limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] {
+        try gate(); return try base.lease(handler: handler, limit: limit, owner: owner, now: now, leaseSeconds: leaseSeconds)
+    }
+    func backlog() throws(StoreError) -> [String: Int] { try gate(); return try base.backlog() }
     func complete(_ ids: [Int64]) throws(StoreError) { try gate(); try base.complete(ids) }
     func retry(_ id: Int64, at: Instant, error: String) throws(StoreError) { try gate(); try base.retry(id, at: at, error: error) }
     func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError) {

@@ -39,6 +39,8 @@ int CTurnstileLinux_accept(int listener);
 int CTurnstileLinux_listen(const char *host, int port, int backlog, int *bound_port);
 /// A blocking TCP connection to `host:port`; returns the fd or -1.
 int CTurnstileLinux_connect(const char *host, int port);
+/// The same with send, receive and connect each bounded by `timeout_ms` (0: no bound).
+int CTurnstileLinux_connect_timeout(const char *host, int port, long timeout_ms);
 /// Sets TCP_NODELAY.
 int CTurnstileLinux_nodelay(int fd);
 

@@ -65,7 +65,7 @@ struct BenchCommand: TurnstileCommand {
         }
     }
 
-    func run(console: any Console) async throws -> Int32 {
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
         if target == "pipeline" {
             return try await PipelineBench(runs: runs, count: count, replayCount: replayCount, console: console).run()
         }

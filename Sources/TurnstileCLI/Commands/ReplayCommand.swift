@@ -44,8 +44,8 @@ struct ReplayCommand: TurnstileCommand {
         paths = arguments.positionals
     }
 
-    func run(console: any Console) async throws -> Int32 {
-        let runtime = try Receiver.load(configPath: configPath)
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
+        let runtime = try Receiver.load(configPath: configPath, configure: setup.configure)
         console.err("replay: store \(runtime.config.store.description)")
         let pipeline = runtime.pipeline
         let logger = Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)

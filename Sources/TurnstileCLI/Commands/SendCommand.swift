@@ -46,7 +46,7 @@ struct SendCommand: TurnstileCommand {
         paths = arguments.positionals
     }
 
-    func run(console: any Console) async throws -> Int32 {
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
         let source = DeliverySource(paths: paths, schema: try SchemaCatalog.shared().schema("delivery"))
         let client = HTTPClient(host: host, port: port)
         var failures = 0

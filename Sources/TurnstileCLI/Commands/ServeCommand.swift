@@ -30,11 +30,11 @@ struct ServeCommand: TurnstileCommand {
         configPath = arguments.value("config") ?? ""
     }
 
-    func run(console: any Console) async throws -> Int32 {
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
         // Watch for the signals before anything can announce readiness: a SIGTERM that arrives right after
         // "listening" must not be lost.
         let signals = ShutdownSignals()
-        let receiver = try Receiver.load(configPath: configPath)
+        let receiver = try Receiver.load(configPath: configPath, configure: setup.configure)
         let config = receiver.config
         guard !config.providers.isEmpty else {
             throw InputError(.invalidValue, "no providers are configured, so every delivery would be refused with 404",
@@ -69,8 +69,10 @@ struct ServeCommand: TurnstileCommand {
             }
         }
         let dispatcher = Dispatcher(store: receiver.dispatchStore, registry: receiver.registry, settings: config.dispatch, logger: logger,
-                                    observer: { _, handler, succeeded, seconds in
-                                        metrics.recordHandlerRun(handler: handler, succeeded: succeeded, seconds: seconds)
+                                    observer: { event, handler, succeeded, seconds in
+                                        let started = SystemWallClock().now().secondsSince1970 - seconds
+                                        metrics.recordHandlerRun(handler: handler, succeeded: succeeded, seconds: seconds,
+                                                                 startDelay: event.attempt == 1 ? started - event.receivedAt.secondsSince1970 : nil)
                                     })
         var http = HTTPServerConfiguration(host: host, port: port)
         http.limits.maxBodyBytes = config.maxBodyBytes
@@ -90,7 +92,7 @@ struct ServeCommand: TurnstileCommand {
         }
         let inbound = InboundCallAnswers(store: receiver.store, responder: receiver.registry.inboundResponder, config: config)
         let service = WebhookService(receiver: receiver, committer: committer, metrics: metrics, logger: logger, state: state,
-                                     inbound: inbound, health: health)
+                                     inbound: inbound, health: health, accepted: { dispatcher.wake() })
         let server: HTTPServer
         do { server = try HTTPServer(configuration: http, handler: { request, writer in service.handle(request, writer: writer) }) } catch {
             throw InputError(.invalidValue, error.message, file: config.file, field: "listen")
@@ -113,7 +115,7 @@ struct ServeCommand: TurnstileCommand {
         }
         let maintenance = Task {
             await Self.supervised("store maintenance", logger: logger, until: stopped) {
-                await Self.maintain(receiver.store, health: health, state: state, logger: logger)
+                await Self.maintain(receiver.store, health: health, state: state, dispatcher: dispatcher, logger: logger)
             }
         }
 
@@ -153,7 +155,7 @@ struct ServeCommand: TurnstileCommand {
     /// letters `/metrics` shows and the write check `/healthz` answers from (every second), and nonce pruning
     /// (every minute).
     /// A store error is logged once per episode and tried again on the next round.
-    static func maintain(_ store: any EventStore, health: StoreHealth, state: ServeState, logger: Logger) async {
+    static func maintain(_ store: any EventStore, health: StoreHealth, state: ServeState, dispatcher: Dispatcher, logger: Logger) async {
         let gauges = FailureEpisode("reading the queue gauges", logger: logger)
         let writes = FailureEpisode("the store write check", logger: logger)
         let pruning = FailureEpisode("nonce pruning", logger: logger)
@@ -165,8 +167,10 @@ struct ServeCommand: TurnstileCommand {
             do {
                 // The queue depth gates `queue_bound` and is read every round; the dead letters, which only
                 // `/metrics` shows and which cost a count of their table, once a second.
-                let depth = try store.queueDepth()
-                state.setGauges(queueDepth: depth, deadLetters: everySecond ? try store.deadLetterCount() : nil)
+                let backlog = try store.backlog()
+                state.setGauges(queueDepth: backlog.values.reduce(0, +), deadLetters: everySecond ? try store.deadLetterCount() : nil)
+                let breakers = dispatcher.breakerStates
+                state.setHandlerGauges(Dictionary(uniqueKeysWithValues: breakers.map { name, breaker in (name, (backlog[name] ?? 0, breaker)) }))
                 gauges.succeeded()
             } catch {
                 gauges.failed(error, "the last values are kept")
@@ -268,6 +272,10 @@ final class ShutdownSignals: Sendable {
 final class ServeState: Sendable {
     private let flags = Locked<(shuttingDown: Bool, dispatchStopped: Bool, queueDepth: Int, deadLetters: Int?)>((false, false, 0, nil))
     private let counter = Locked<(@Sendable () -> Int)?>(nil)
+    private let handlers = Locked<[String: (backlog: Int, breaker: Int)]>([:])
+
+    var handlerGauges: [String: (backlog: Int, breaker: Int)] { handlers.withLock { $0 } }
+    func setHandlerGauges(_ gauges: [String: (backlog: Int, breaker: Int)]) { handlers.withLock { $0 = gauges } }
 
     var shuttingDown: Bool { flags.withLock { $0.shuttingDown } }
     var dispatchStopped: Bool { flags.withLock { $0.dispatchStopped } }
@@ -298,6 +306,8 @@ struct WebhookService: Sendable {
     let state: ServeState
     let inbound: InboundCallAnswers
     let health: StoreHealth
+    /// Told of every accepted delivery once it is durable: wakes the dispatcher.
+    let accepted: @Sendable () -> Void
 
     private static let unavailable = #"{"outcome":"rejected","reason":"store_unavailable"}"#
 
@@ -335,7 +345,8 @@ struct WebhookService: Sendable {
             guard request.method == "GET" else {
                 return HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "GET"])
             }
-            let text = metrics.render(queueDepth: state.queueDepth, deadLetters: state.deadLetters, openConnections: state.openConnections)
+            let text = metrics.render(queueDepth: state.queueDepth, deadLetters: state.deadLetters, openConnections: state.openConnections,
+                                      handlers: state.handlerGauges)
             return HTTPResponse(status: 200, headers: ["Content-Type": "text/plain; version=0.0.4"], body: Array(text.utf8))
         default:
             return notFound()
@@ -368,6 +379,7 @@ struct WebhookService: Sendable {
         let receivedAt = SystemWallClock().now()
         let delivery = Delivery(provider: provider, receivedAt: receivedAt, headers: headers, body: request.body, path: request.path)
         committer.submit(delivery) { [self] verdict in
+            if verdict.outcome == .accepted { accepted() }
             // Records the delivery and makes its answer; `inboundAnswer` is a request/response webhook's.
             let finish = { @Sendable (inboundAnswer: String?) -> HTTPResponse in
                 let answer = ReceiveResponse(verdict)

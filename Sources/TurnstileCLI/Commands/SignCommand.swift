@@ -48,7 +48,7 @@ struct SignCommand: TurnstileCommand {
         }
     }
 
-    func run(console: any Console) async throws -> Int32 {
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
         let config = try TurnstileConfig.load(path: configPath)
         let ingest = try Ingest(config: config)
         guard let scheme = ingest.scheme(for: provider) else {

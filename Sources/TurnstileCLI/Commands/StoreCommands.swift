@@ -24,7 +24,7 @@ struct ExportCommand: TurnstileCommand {
         since = try arguments.instant("since")
     }
 
-    func run(console: any Console) async throws -> Int32 {
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
         let config = try TurnstileConfig.load(path: configPath)
         try Receiver.requireExistingStore(config)
         let store = try Receiver.openStore(config)
@@ -77,14 +77,15 @@ struct DeadLettersCommand: TurnstileCommand {
         }
     }
 
-    func run(console: any Console) async throws -> Int32 {
-        let runtime = try Receiver.load(configPath: configPath, existingStoreOnly: true)
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
+        let runtime = try Receiver.load(configPath: configPath, existingStoreOnly: true, configure: setup.configure)
         console.err("dead-letters: store \(runtime.config.store.description)")
         switch action {
         case .list:
             for letter in try runtime.store.deadLetters(limit: Int.max) {
                 var object = JSONObject()
                 object["id"] = .number(JSONNumber(letter.id))
+                object["handler"] = letter.handler.isEmpty ? .null : .string(letter.handler)
                 object["provider"] = .string(letter.provider)
                 object["event_type"] = .string(letter.eventType)
                 object["event_key"] = .string(letter.eventKey)
@@ -137,7 +138,7 @@ struct PruneCommand: TurnstileCommand {
         }
     }
 
-    func run(console: any Console) async throws -> Int32 {
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
         let config = try TurnstileConfig.load(path: configPath)
         try Receiver.requireExistingStore(config)
         let store = try Receiver.openStore(config)
@@ -162,8 +163,8 @@ struct DispatchCommand: TurnstileCommand {
         configPath = arguments.value("config") ?? ""
     }
 
-    func run(console: any Console) async throws -> Int32 {
-        let runtime = try Receiver.load(configPath: configPath, existingStoreOnly: true)
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
+        let runtime = try Receiver.load(configPath: configPath, existingStoreOnly: true, configure: setup.configure)
         console.err("dispatch: store \(runtime.config.store.description)")
         let watch = Stopwatch()
         let stats = try await runtime.dispatcher(logger: Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)).drain()

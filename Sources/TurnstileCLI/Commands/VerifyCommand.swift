@@ -31,7 +31,7 @@ struct VerifyCommand: TurnstileCommand {
         paths = arguments.positionals
     }
 
-    func run(console: any Console) async throws -> Int32 {
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
         let config = try TurnstileConfig.load(path: configPath)
         let ingest = try Ingest(config: config)
         let source = DeliverySource(paths: paths, schema: try SchemaCatalog.shared().schema("delivery"),
