@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "TurnstileHandlers", targets: ["TurnstileHandlers"]),
         .library(name: "TurnstileHTTP", targets: ["TurnstileHTTP"]),
         .library(name: "TurnstileCLI", targets: ["TurnstileCLI"]),
+        .library(name: "TurnstileTesting", targets: ["TurnstileTesting"]),
         .executable(name: "turnstile", targets: ["turnstile"]),
     ],
     targets: [
@@ -50,6 +51,8 @@ let package = Package(
         // Command types and `TurnstileMain`; the `turnstile` executable, and a team's own plugin binary, only call into this.
         .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileCrypto", "TurnstileSQLite", "TurnstileHTTP", "TurnstileSync"]),
         .executableTarget(name: "turnstile", dependencies: ["TurnstileCLI"]),
+        // For a team's tests of its handlers: a manual clock, fixtures as typed events, a registry run without a server.
+        .target(name: "TurnstileTesting", dependencies: ["Turnstile", "TurnstileSQLite", "TurnstileSync"]),
         // Fuzz targets (arbitrary bytes in, invariants checked) and the binary libFuzzer drives
         // (`Tests/Fuzz/run.sh` builds it with -sanitize=fuzzer,address -DFUZZING); not part of any product.
         .target(name: "TurnstileFuzz", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileHTTP"]),
@@ -64,7 +67,7 @@ let package = Package(
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile", "TurnstileSync"]),
         .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport", "TurnstileSync"]),
         .testTarget(name: "TurnstileFuzzTests", dependencies: ["TurnstileFuzz"]),
-        .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileHandlers", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore", "TurnstileSync"]),
+        .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileHandlers", "TurnstileTesting", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore", "TurnstileSync"]),
     ],
     swiftLanguageModes: [.v6]
 )
