@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile", "TurnstileSync"]),
         .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport", "TurnstileSync"]),
         .testTarget(name: "TurnstileFuzzTests", dependencies: ["TurnstileFuzz"]),
-        .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileHandlers", "TurnstileTesting", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore", "TurnstileSync"]),
+        .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileHandlers", "TurnstileTesting", "TurnstileHTTP", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore", "TurnstileSync"]),
     ],
     swiftLanguageModes: [.v6]
 )
