@@ -112,6 +112,37 @@ func write(_ text: String, to path: String) throws {
         #expect(path.hasSuffix("/events.jsonl"))
     }
 
+    @Test func handlerEntriesAreCheckedAtLoadNamingTheKey() throws {
+        let providers = #""providers":{"sync":{"scheme":"sync","secrets":["env:SYNC_SECRET"]}}"#
+        func error(_ handler: String, environment: [String: String] = ["SYNC_SECRET": "whsec_abc"]) -> InputError? {
+            loadError("{\(providers),\"handlers\":[\(handler)]}", environment: environment)
+        }
+        #expect(error(#"{"name":"crm","type":"http","events":["*"],"secret":"env:SYNC_SECRET"}"#)?.field == "handlers[0].url")
+        #expect(error(#"{"name":"crm","type":"http","url":"https://x.example/h","secret":"env:SYNC_SECRET","events":["*"]}"#)?.field == "handlers[0].url")
+        #expect(error(#"{"name":"crm","type":"http","url":"http://x/h","events":["*"]}"#)?.field == "handlers[0].secret")
+        #expect(error(#"{"name":"crm","type":"http","url":"http://x/h","secret":"env:NOPE","events":["*"]}"#)?.field == "handlers[0].secret")
+        #expect(error(#"{"name":"run","type":"exec","command":["notify"],"events":["*"]}"#)?.field == "handlers[0].command[0]")
+        #expect(error(#"{"name":"run","type":"exec","command":["/bin/true"],"path":"x","events":["*"]}"#)?.field == "handlers[0].path")
+        #expect(error(#"{"name":"run","type":"exec","command":["/bin/true"]}"#)?.field == "handlers[0].events")
+        #expect(error(#"{"name":"a b","type":"exec","command":["/bin/true"],"events":["*"]}"#)?.field == "handlers[0].name")
+        #expect(error(#"{"name":"run","type":"exec","command":["/bin/true"],"events":["*"],"filter":[{"path":"a.","equals":1}]}"#)?.field
+                == "handlers[0].filter[0].path")
+        #expect(error(#"{"name":"run","type":"exec","command":["/bin/true"],"events":["*"],"rate_limit":{"burst":3}}"#)?.field
+                == "handlers[0].rate_limit.per_second")
+        #expect(error(#"{"name":"run","type":"exec","command":["/bin/true"],"events":["*"],"breaker":{"failures":0}}"#)?.field
+                == "handlers[0].breaker.failures")
+        let config = try load("{\(providers),\"handlers\":[" + #"""
+            {"name":"crm","type":"http","url":"http://127.0.0.1:9000/hooks","secret":"env:CRM","events":["sync.*"],"timeout_seconds":2,
+             "concurrency":2,"rate_limit":{"per_second":5,"burst":10},"breaker":{"failures":4,"cooldown_seconds":60},
+             "filter":[{"path":"status","in":["FAILED","REJECTED"]}]},
+            {"name":"notify-crm","type":"swift","events":["synthflow.*"]}]}
+            """#, environment: ["SYNC_SECRET": "whsec_abc", "CRM": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+        #expect(config.handlers.count == 2)
+        #expect(config.handlers[0].limits == HandlerLimits(concurrency: 2, ratePerSecond: 5, burst: 10, breakerFailures: 4, breakerCooldownSeconds: 60))
+        #expect(config.handlers[0].filter.predicates.count == 1)
+        #expect(config.handlers[1].kind == .swift && config.handlers[1].events == ["synthflow.*"])
+    }
+
     @Test func unknownKeysAreErrorsNamingTheirPath() throws {
         let error = try #require(loadError(#"{"providers":{"sync":{"scheme":"sync","secrets":["env:SYNC_SECRET"],"tolerence_seconds":300}}}"#))
         #expect(error.code == .schemaViolation)
