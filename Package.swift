@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "TurnstileSQLite", targets: ["TurnstileSQLite"]),
         .library(name: "TurnstileHandlers", targets: ["TurnstileHandlers"]),
         .library(name: "TurnstileHTTP", targets: ["TurnstileHTTP"]),
+        .library(name: "TurnstileServer", targets: ["TurnstileServer"]),
         .library(name: "TurnstileCLI", targets: ["TurnstileCLI"]),
         .library(name: "TurnstileTesting", targets: ["TurnstileTesting"]),
         .executable(name: "turnstile", targets: ["turnstile"]),
@@ -48,8 +49,10 @@ let package = Package(
         .target(name: "TurnstileHandlers", dependencies: ["TurnstileCore", "TurnstilePipeline", "TurnstileIngest", "TurnstileHTTP", "TurnstileSync"]),
         // The library front: a config file wired into a receiver (`receive` from any web framework).
         .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite", "TurnstileHandlers"]),
+        // `serve` as a library: the HTTP routes over a receiver, run with its services in one service group.
+        .target(name: "TurnstileServer", dependencies: ["Turnstile", "TurnstileHTTP", "TurnstileSync"]),
         // Command types and `TurnstileMain`; the `turnstile` executable, and a team's own plugin binary, only call into this.
-        .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileCrypto", "TurnstileSQLite", "TurnstileHTTP", "TurnstileSync"]),
+        .target(name: "TurnstileCLI", dependencies: ["Turnstile", "TurnstileServer", "TurnstileCrypto", "TurnstileSQLite", "TurnstileHTTP", "TurnstileSync"]),
         .executableTarget(name: "turnstile", dependencies: ["TurnstileCLI"]),
         // For a team's tests of its handlers: a manual clock, fixtures as typed events, a registry run without a server.
         .target(name: "TurnstileTesting", dependencies: ["Turnstile", "TurnstileSQLite", "TurnstileSync"]),
@@ -63,7 +66,7 @@ let package = Package(
         .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
         // Test helpers (a raw HTTP client over TCP) shared by the test targets; not part of any product.
         .target(name: "TurnstileTestSupport", path: "Tests/TurnstileTestSupport"),
-        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileCore", "TurnstileIngest", "TurnstileTestSupport", "TurnstileSync"]),
+        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileServer", "TurnstileCore", "TurnstileIngest", "TurnstileTestSupport", "TurnstileSync"]),
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile", "TurnstileSync"]),
         .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport", "TurnstileSync"]),
         .testTarget(name: "TurnstileFuzzTests", dependencies: ["TurnstileFuzz"]),

@@ -7,8 +7,11 @@ import Foundation
 
 /// Turnstile as a library: one config file wired into ingest, the store, the pipeline and the dispatcher.
 ///
-/// Call ``receive(provider:headers:body:now:)`` from any web framework's route: a delivery in, an outcome
-/// and the HTTP answer out. Its 2xx comes back only after the event's transaction has committed.
+/// Call ``receive(provider:headers:body:now:)`` from any web framework's route (Vapor, Hummingbird): a
+/// delivery in, an outcome and the HTTP answer out, with exactly `serve`'s semantics (the same group commit,
+/// the same inbound-call answers). Its 2xx comes back only after the event's transaction has committed; no
+/// SQLite call runs on the caller's task. Run ``services(logger:)`` (dispatch, store maintenance,
+/// checkpoints) in a ``ServiceGroup`` beside the host's server.
 ///
 /// ```swift
 /// struct NotifyCRM: EventHandler {
@@ -17,7 +20,7 @@ import Foundation
 /// let receiver = try Receiver.load(configPath: "turnstile.json") { registry in
 ///     registry.register(NotifyCRM(), name: "notify-crm", events: ["synthflow.post_call"])
 /// }
-/// let answer = receiver.receive(provider: "synthflow", headers: headers, body: body)
+/// let answer = await receiver.receive(provider: "synthflow", headers: headers, body: body)
 /// // respond with answer.status and answer.body
 /// ```
 public struct Receiver: Sendable {
@@ -30,28 +33,55 @@ public struct Receiver: Sendable {
     public let dispatchStore: any EventStore
     public let pipeline: Pipeline
     public let registry: HandlerRegistry
+    /// The group commit and inbound answers every delivery goes through.
+    public let front: DeliveryFront
+    /// Whether the store takes writes, as the last check found (`/healthz`).
+    public let health: StoreHealth
+    /// The dispatcher over this receiver's store and handlers, woken by every commit that enqueues.
+    public let dispatcher: Dispatcher
+    /// Deliveries, handler runs and latencies, for `/metrics`.
+    public let metrics: PipelineMetrics
+    public let logger: Logger
 
     /// Loads `configPath`, builds the verifiers, opens the store and registers the config's built-in
     /// handlers, then lets `configure` register Swift handlers.
     /// - Throws: ``InputError`` for a bad config or a store that cannot be opened.
     /// - Parameter existingStoreOnly: refuse to create a new, empty store (for commands that only read or
     ///   manage one: a mistyped path must not look like an empty store).
-    public static func load(configPath: String, existingStoreOnly: Bool = false,
+    /// - Parameter logger: where dispatch, maintenance and checkpoints log (silent by default).
+    public static func load(configPath: String, existingStoreOnly: Bool = false, logger: Logger = .silent,
                             configure: (inout HandlerRegistry) -> Void = { _ in }) throws(InputError) -> Receiver {
         let config = try TurnstileConfig.load(path: configPath)
         if existingStoreOnly { try requireExistingStore(config) }
         let registry = try HandlerRegistry.configured(by: config.handlers, file: config.file, configure: configure)
-        return try Receiver(config: config, registry: registry)
+        return try Receiver(config: config, registry: registry, logger: logger)
     }
 
     /// Wires an already-loaded config.
-    public init(config: TurnstileConfig, registry: HandlerRegistry) throws(InputError) {
+    public init(config: TurnstileConfig, registry: HandlerRegistry, logger: Logger = .silent) throws(InputError) {
         // Everything that can throw happens before any stored property is set.
         let ingest = try Ingest(config: config)
         let store = try Self.openStore(config)
         // A private in-memory database cannot be shared between connections: dispatch uses the same one.
         let dispatchStore = config.store == .sqlite(path: ":memory:") ? store : try Self.openStore(config, forDispatch: true)
-        let pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
+        var pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
+        let health = StoreHealth()
+        pipeline.health = health
+        let metrics = PipelineMetrics(providers: ingest.providerNames)
+        let dispatcher = Dispatcher(store: dispatchStore, registry: registry, settings: config.dispatch, logger: logger,
+                                    observer: { event, handler, succeeded, seconds in
+                                        // From the event's arrival to this run's start, for first attempts.
+                                        let started = SystemWallClock().now().secondsSince1970 - seconds
+                                        metrics.recordHandlerRun(handler: handler, succeeded: succeeded, seconds: seconds,
+                                                                 startDelay: event.attempt == 1 ? started - event.receivedAt.secondsSince1970 : nil)
+                                    })
+        self.metrics = metrics
+        self.logger = logger
+        self.front = DeliveryFront(committer: GroupCommitter(pipeline: pipeline),
+                                   inbound: InboundCallAnswers(store: store, responder: registry.inboundResponder, config: config),
+                                   accepted: { dispatcher.wake() })
+        self.health = health
+        self.dispatcher = dispatcher
         self.config = config
         self.ingest = ingest
         self.store = store
@@ -85,16 +115,37 @@ public struct Receiver: Sendable {
         }
     }
 
-    /// A dispatcher over this receiver's store and handlers.
-    public func dispatcher(logger: Logger = .silent) -> Dispatcher {
+    /// A dispatcher of its own over this receiver's store and handlers (for a batch run such as `replay`).
+    public func batchDispatcher(logger: Logger = .silent) -> Dispatcher {
         Dispatcher(store: dispatchStore, registry: registry, settings: config.dispatch, logger: logger)
     }
 
-    /// Verifies, dedups and durably enqueues one delivery; returns the contract's HTTP answer.
-    public func receive(provider: String, headers: HeaderFields, body: [UInt8], now: Instant? = nil) -> ReceiveResponse {
+    /// Verifies, dedups and durably enqueues one delivery through the group commit; returns the contract's
+    /// HTTP answer once it is durable (an inbound call's answer once its responder answered).
+    public func receive(provider: String, headers: HeaderFields, body: [UInt8], now: Instant? = nil) async -> ReceiveResponse {
         let delivery = Delivery(provider: provider, receivedAt: now ?? SystemWallClock().now(), headers: headers, body: body,
                                 path: "/webhooks/\(provider)")
-        return ReceiveResponse(pipeline.process([delivery])[0])
+        return await front.receive(delivery, now: now)
+    }
+
+    /// The long-running parts a host runs beside its own server, in start order: WAL checkpoints (SQLite
+    /// files), store maintenance, the group-commit writer, and dispatch. A ``ServiceGroup`` shuts them down
+    /// in reverse: commits finish first, then dispatch drains within the grace period.
+    /// - Parameter gauges: told what each maintenance round read (`serve` feeds `/metrics` with it).
+    public func services(gauges: @escaping @Sendable (StoreMaintenance.Gauges) -> Void = { _ in })
+        throws(InputError) -> [any Service] {
+        var services: [any Service] = []
+        if let file = store as? SQLiteEventStore, file.path != ":memory:" {
+            do {
+                services.append(try WALCheckpointer(store: file, others: [dispatchStore as? SQLiteEventStore].compactMap { $0 }, logger: logger))
+            } catch {
+                throw InputError(.unreadableFile, error.message, file: config.file, field: "store")
+            }
+        }
+        services.append(StoreMaintenance(store: store, health: health, logger: logger, gauges: gauges))
+        services.append(front.committer)
+        services.append(dispatcher)
+        return services
     }
 }
 
@@ -105,9 +156,17 @@ public struct ReceiveResponse: Sendable, Hashable {
     /// `{"outcome":…,"event_key":…}` or `{"outcome":…,"reason":…}`; never a secret, a body or an expected signature.
     public let body: String
 
-    public init(_ verdict: DeliveryVerdict) {
+    /// The answer a request/response webhook (a Synthflow inbound call) got, sent as the body with a 200.
+    public let inboundAnswer: String?
+
+    public init(_ verdict: DeliveryVerdict, inboundAnswer: String? = nil) {
         self.verdict = verdict
-        status = Self.status(for: verdict)
+        self.inboundAnswer = inboundAnswer
+        status = inboundAnswer == nil ? Self.status(for: verdict) : 200
+        if let inboundAnswer {
+            body = inboundAnswer
+            return
+        }
         var object = JSONObject()
         object["outcome"] = .string(verdict.outcome.rawValue)
         if let reason = verdict.reason { object["reason"] = .string(reason.rawValue) }

@@ -96,14 +96,15 @@ public final class HTTPServer: Sendable {
     /// Connections taken at most: `maxConnections`, or fewer where the descriptor limit is lower.
     public let connectionLimit: Int
 
-    /// Binds and starts the event loops; each request is answered by `responder` on a task of its own.
+    /// Binds; ``start()`` starts the event loops. Each request is answered by `responder` on a task of its own.
     public convenience init(configuration: HTTPServerConfiguration, responder: @escaping HTTPResponder) throws(HTTPServerError) {
         try self.init(configuration: configuration, handler: { request, writer in
             Task { writer.respond(await responder(request)) }
         })
     }
 
-    /// Binds and starts the event loops; `handler` is called on a loop thread for each request.
+    /// Binds (so the port is known at once); ``start()`` starts the event loops, one thread each. `handler` is
+    /// called on a loop thread for each request.
     public init(configuration: HTTPServerConfiguration, handler: @escaping HTTPRequestHandler) throws(HTTPServerError) {
         var bound: Int32 = 0
         let fd = CTurnstileLinux_listen(configuration.host, Int32(configuration.port), 4096, &bound)
@@ -124,7 +125,17 @@ public final class HTTPServer: Sendable {
             loops.append(EventLoop(listener: fd, configuration: effective, handler: handler, counter: counter, budget: budget))
         }
         self.loops = loops
-        for loop in loops { loop.start() }
+    }
+
+    private let started = Locked(false)
+
+    /// Starts the event loops (once; later calls do nothing).
+    public func start() {
+        let first = started.withLock { started -> Bool in
+            defer { started = true }
+            return !started
+        }
+        if first { for loop in loops { loop.start() } }
     }
 
     /// Connections open now.
@@ -156,6 +167,7 @@ public final class HTTPServer: Sendable {
     /// seconds), then closes every connection and stops the loops.
     public func shutdown(graceSeconds: Double) async {
         stopAccepting()
+        guard started.withLock({ $0 }) else { return }
         let until = Date().addingTimeInterval(graceSeconds)
         while Date() < until, loops.contains(where: { $0.hasWorkInFlight }) {
             try? await Task.sleep(nanoseconds: 10_000_000)

@@ -89,10 +89,7 @@ public final class Dispatcher: Sendable {
             let round = try await runDue(retryingUnavailableSinks: false)
             stats = stats + round.stats
             if round.stats != Stats() { progress(stats) }
-            // Deliveries for a handler that is not registered (any more) wait for it; they do not keep a drain going.
-            let backlog = try await executor.run { [store] () throws(StoreError) in try store.backlog() }
-            let names = Set(registry.names + [""])
-            if backlog.filter({ names.contains($0.key) }).values.reduce(0, +) == 0 { return stats }
+            if try await queuedForRegisteredHandlers() == 0 { return stats }
             guard round.stats == Stats() else { continue }
             let due = try await nextDue(startable: round.startable)
             let wait = due.map { $0.secondsSince1970 - clock.now().secondsSince1970 } ?? 1
@@ -108,7 +105,10 @@ public final class Dispatcher: Sendable {
     /// A store error (locked past its timeout, a full disk, a lost file) never ends it: the error is logged
     /// once per episode, the loop backs off (50 ms doubling to 5 s) and carries on, and logs when the store
     /// answers again. Leases taken before the failure expire and their deliveries run again.
+    /// - Parameter drainThenStop: once it turns true, the loop returns as soon as nothing is left queued for
+    ///   its handlers (a graceful shutdown that drains).
     public func run(idleSeconds: Double = 1, shouldStop: @escaping @Sendable () -> Bool,
+                    drainThenStop: @escaping @Sendable () -> Bool = { false },
                     progress: @escaping @Sendable (Stats) -> Void = { _ in }) async -> Stats {
         let total = Locked(Stats())
         var backoff = Backoff()
@@ -127,6 +127,7 @@ public final class Dispatcher: Sendable {
                     episode.succeeded()
                     backoff.reset()
                     if started.batches > 0 { continue }
+                    if drainThenStop(), gates.withLock({ $0.busy.isEmpty }), try await queuedForRegisteredHandlers() == 0 { break }
                     let due = try await nextDue(startable: started.startable)
                     let soonest = [due, started.nextGateOpening].compactMap { $0 }.min()
                     let wait = soonest.map { $0.secondsSince1970 - clock.now().secondsSince1970 } ?? idleSeconds
@@ -138,6 +139,14 @@ public final class Dispatcher: Sendable {
             }
         }
         return total.withLock { $0 }
+    }
+
+    /// Deliveries waiting for this dispatcher's handlers, and events not routed yet. Those for a handler that
+    /// is not registered (any more) wait for it; they do not keep a drain going.
+    private func queuedForRegisteredHandlers() async throws(StoreError) -> Int {
+        let backlog = try await executor.run { [store] () throws(StoreError) in try store.backlog() }
+        let names = Set(registry.names + [""])
+        return backlog.filter { names.contains($0.key) }.values.reduce(0, +)
     }
 
     /// One round, awaited to the end: routes what is waiting, then leases and runs every handler's due
@@ -348,5 +357,15 @@ public final class Dispatcher: Sendable {
             observer?(event, entry.name, false, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             return error
         }
+    }
+}
+
+extension Dispatcher: Service {
+    public var name: String { "dispatch" }
+
+    /// Dispatches until shutdown is requested, then drains what is queued while the grace period lasts;
+    /// what is left stays queued for the next start.
+    public func run(until shutdown: GracefulShutdown) async {
+        _ = await run(shouldStop: { shutdown.secondsLeft == 0 || Task.isCancelled }, drainThenStop: { shutdown.isRequested })
     }
 }

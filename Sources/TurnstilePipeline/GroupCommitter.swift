@@ -17,14 +17,23 @@ public final class GroupCommitter: Sendable {
 
     private let pipeline: Pipeline
     private let maximumBatch: Int
-    private let state = Locked<(queue: [Waiting], stopped: Bool, writerIdle: Bool)>(([], false, true))
+    private let state = Locked<(queue: [Waiting], stopped: Bool, writerIdle: Bool, started: Bool)>(([], false, true, false))
     private let wake = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
 
-    /// Starts the writer thread.
+    /// The writer thread starts with ``run(until:)``, or with the first ``submit(_:now:completion:)``.
     public init(pipeline: Pipeline, maximumBatch: Int = 512) {
         self.pipeline = pipeline
         self.maximumBatch = maximumBatch
+    }
+
+    /// Starts the writer thread (once; later calls do nothing).
+    public func start() {
+        let first = state.withLock { state -> Bool in
+            defer { state.started = true }
+            return !state.started
+        }
+        guard first else { return }
         // Named from inside: Foundation on Linux names the OS thread (as `top -H` and perf show it) only then.
         Thread { [self] in
             Thread.current.name = "ts-commit"
@@ -44,6 +53,7 @@ public final class GroupCommitter: Sendable {
     public func submit(_ delivery: Delivery, now: Instant? = nil, completion: @escaping Completion) {
         let prepared = pipeline.prepare(delivery, now: now)
         guard prepared.admission != nil else { return completion(prepared.verdict) }
+        if !state.withLock({ $0.started }) { start() }
         let (accepted, wakeWriter) = state.withLock { state -> (Bool, Bool) in
             guard !state.stopped else { return (false, false) }
             state.queue.append(Waiting(prepared: prepared, completion: completion))
@@ -61,13 +71,15 @@ public final class GroupCommitter: Sendable {
         }
     }
 
-    /// Commits what is queued, then stops the writer.
+    /// Commits what is queued, then stops the writer. Blocks until it has.
     public func stop() {
-        let wakeWriter = state.withLock { state -> Bool in
+        let (wakeWriter, running) = state.withLock { state -> (Bool, Bool) in
             state.stopped = true
+            guard state.started else { return (false, false) }
             defer { state.writerIdle = false }
-            return state.writerIdle
+            return (state.writerIdle, true)
         }
+        guard running else { return }
         if wakeWriter { wake.signal() }
         finished.wait()
     }
@@ -92,6 +104,22 @@ public final class GroupCommitter: Sendable {
                     return
                 }
                 if batch.isEmpty { break }
+            }
+        }
+    }
+}
+
+extension GroupCommitter: Service {
+    public var name: String { "group commit" }
+
+    /// Starts the writer, and at shutdown commits what is queued (new submissions are refused with 503).
+    public func run(until shutdown: GracefulShutdown) async {
+        start()
+        await shutdown.wait()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                self.stop()
+                continuation.resume()
             }
         }
     }

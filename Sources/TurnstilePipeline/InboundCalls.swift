@@ -26,6 +26,8 @@ public struct InboundCallAnswers: Sendable {
     private let responder: (any InboundCallResponder)?
     private let deadlines: [String: Double]
     private let defaults: [String: JSONValue]
+    /// The store's answers table is read and written here, never on the cooperative pool.
+    private let executor = BlockingExecutor(label: "ts-inbound")
 
     public init(store: any EventStore, responder: (any InboundCallResponder)?, config: TurnstileConfig) {
         self.store = store
@@ -49,7 +51,10 @@ public struct InboundCallAnswers: Sendable {
     /// (within the deadline) or the provider's default, which is then kept.
     public func answer(provider: String, verdict: DeliveryVerdict, body: [UInt8], receivedAt: Instant) async -> String {
         let key = verdict.eventKey ?? ""
-        if let kept = try? store.keptAnswer(provider: provider, eventKey: key) { return kept }
+        let store = self.store
+        if let kept = try? await executor.run({ () throws(StoreError) in try store.keptAnswer(provider: provider, eventKey: key) }) {
+            return kept
+        }
         var answer = defaults[provider] ?? Self.fallback
         if let responder, let event = try? InboundCallEvent(queued: QueuedEvent(
             id: verdict.eventID ?? 0, provider: provider, eventType: verdict.eventType ?? "", eventKey: key, payload: body,
@@ -61,7 +66,10 @@ public struct InboundCallAnswers: Sendable {
             }
         }
         let text = answer.serialized()
-        return (try? store.keepAnswer(provider: provider, eventKey: key, answer: text, now: SystemWallClock().now())) ?? text
+        let now = SystemWallClock().now()
+        return (try? await executor.run { () throws(StoreError) in
+            try store.keepAnswer(provider: provider, eventKey: key, answer: text, now: now)
+        }) ?? text
     }
 
     /// The value of `work`, or nil when it throws or does not finish within `seconds`.

@@ -42,6 +42,17 @@ public final class WALCheckpointer: Sendable {
         self.thresholdFrames = thresholdFrames
         self.logger = logger
         for each in stores { each.checkpointElsewhere() }
+    }
+
+    private let started = Locked(false)
+
+    /// Starts the checkpoint thread (once; later calls do nothing).
+    public func start() {
+        let first = started.withLock { started -> Bool in
+            defer { started = true }
+            return !started
+        }
+        guard first else { return }
         Thread { [self] in
             Thread.current.name = "ts-checkpoint"  // From inside, so that the OS thread has the name too.
             run()
@@ -52,7 +63,7 @@ public final class WALCheckpointer: Sendable {
     /// connection checkpoints what is left.
     public func stop() {
         stopped.store(true, ordering: .relaxed)
-        finished.wait()
+        if started.withLock({ $0 }) { finished.wait() }
     }
 
     private func run() {
@@ -110,5 +121,20 @@ public final class WALCheckpointer: Sendable {
     private func withAllLocks<T: Sendable>(_ body: () throws -> T, from index: Int = 0) throws -> T {
         guard index < stores.count else { return try body() }
         return try stores[index].lock.withLock { try withAllLocks(body, from: index + 1) }
+    }
+}
+
+extension WALCheckpointer: Service {
+    public var name: String { "WAL checkpoints" }
+
+    public func run(until shutdown: GracefulShutdown) async {
+        start()
+        await shutdown.wait()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                self.stop()
+                continuation.resume()
+            }
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+import TurnstileServer
 @testable import TurnstileCLI
 import TurnstileCore
 
@@ -81,9 +82,9 @@ import TurnstileCore
     }
 
     @Test func deliveryLatencyIsLoggedAsMillisecondsWithTwoDecimals() {
-        #expect(WebhookService.milliseconds(0.0123456) == "12.35")
-        #expect(WebhookService.milliseconds(0.0001) == "0.10")
-        #expect(WebhookService.milliseconds(0.00000001) == "0.00")
-        #expect(WebhookService.milliseconds(1.5) == "1500.00")
+        #expect(LogFormat.milliseconds(0.0123456) == "12.35")
+        #expect(LogFormat.milliseconds(0.0001) == "0.10")
+        #expect(LogFormat.milliseconds(0.00000001) == "0.00")
+        #expect(LogFormat.milliseconds(1.5) == "1500.00")
     }
 }

@@ -11,7 +11,7 @@ import TurnstileTestSupport
     /// Answers `/now/<x>` at once on the loop thread, `/later/<ms>/<x>` from another thread after a delay
     /// (built on the loop), and anything else through the async responder path.
     private static func startServer() throws -> HTTPServer {
-        try HTTPServer(configuration: HTTPServerConfiguration(host: "127.0.0.1", port: 0)) { request, writer in
+        let server = try HTTPServer(configuration: HTTPServerConfiguration(host: "127.0.0.1", port: 0)) { request, writer in
             let parts = request.path.split(separator: "/").map(String.init)
             switch parts.first {
             case "now":
@@ -26,6 +26,8 @@ import TurnstileTestSupport
                 Task { writer.respond(HTTPResponse(status: 404)) }
             }
         }
+        server.start()
+        return server
     }
 
     @Test func pipelinedAnswersGivenOutOfOrderAreWrittenInRequestOrder() async throws {
@@ -64,6 +66,7 @@ import TurnstileTestSupport
         let server = try HTTPServer(configuration: HTTPServerConfiguration(host: "127.0.0.1", port: 0)) { request in
             HTTPResponse(status: 200, body: Array("async \(request.method)".utf8))
         }
+        server.start()
         let response = try HTTPClient(host: "127.0.0.1", port: server.port).send(HTTPRequest(method: "GET", target: "/x"))
         #expect(response.status == 200)
         #expect(String(decoding: response.body, as: UTF8.self) == "async GET")
@@ -78,6 +81,7 @@ import TurnstileTestSupport
         configuration.maxPipelinedRequests = 2
         configuration.eventLoops = 1
         let server = try HTTPServer(configuration: configuration) { _, writer in held.add(writer) }
+        server.start()
         let client = try RawClient(port: server.port)
         client.send(String(repeating: "GET /x HTTP/1.1\r\nHost: t\r\n\r\n", count: 10))
         try await Task.sleep(nanoseconds: 300_000_000)
@@ -99,6 +103,7 @@ import TurnstileTestSupport
         configuration.bodyBudgetBytes = 1 << 20
         configuration.limits.maxBodyBytes = 4 << 20
         let server = try HTTPServer(configuration: configuration) { _, writer in writer.respond(HTTPResponse(status: 200)) }
+        server.start()
         var clients: [RawClient] = []
         for _ in 0..<8 {
             let client = try RawClient(port: server.port)

@@ -45,6 +45,7 @@ final class CheckingReceiver: Sendable {
             guard let status else { return }
             writer.respond(HTTPResponse.json(verified ? status : 401, verified ? "{}" : #"{"error":"bad signature"}"#))
         }
+        server.start()
     }
 
     var port: Int { server.port }

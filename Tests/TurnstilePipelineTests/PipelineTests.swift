@@ -232,6 +232,7 @@ struct FailingStore: EventStore {
     @Test func theWALStaysBoundedAndEveryEventSurvivesReopening() throws {
         let harness = try Harness()
         let checkpointer = try WALCheckpointer(store: harness.store, thresholdFrames: 200)
+        checkpointer.start()
         let padding = String(repeating: "x", count: 1000)
         for round in 0..<100 {
             let batch = try (0..<40).map { index in

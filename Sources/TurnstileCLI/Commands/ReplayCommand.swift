@@ -49,7 +49,7 @@ struct ReplayCommand: TurnstileCommand {
         console.err("replay: store \(runtime.config.store.description)")
         let pipeline = runtime.pipeline
         let logger = Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)
-        let dispatcher = dispatch ? runtime.dispatcher(logger: logger) : nil
+        let dispatcher = dispatch ? runtime.batchDispatcher(logger: logger) : nil
         let source = DeliverySource(paths: paths, schema: try SchemaCatalog.shared().schema("delivery"),
                                     maximumRecordBytes: max(64 << 20, runtime.config.maxBodyBytes * 2 + (1 << 20)))
         var pending: [(delivery: Delivery, origin: String)] = []

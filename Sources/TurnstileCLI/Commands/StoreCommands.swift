@@ -103,7 +103,7 @@ struct DeadLettersCommand: TurnstileCommand {
             }
             console.err("dead-letters: re-queued \(moved)")
             if dispatch {
-                let stats = try await runtime.dispatcher(logger: Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)).drain()
+                let stats = try await runtime.batchDispatcher(logger: Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)).drain()
                 console.err("dead-letters: dispatched \(stats.dispatched), retried \(stats.retried), dead-lettered again \(stats.deadLettered)")
                 return stats.deadLettered > 0 ? ExitStatus.failure : ExitStatus.success
             }
@@ -167,7 +167,7 @@ struct DispatchCommand: TurnstileCommand {
         let runtime = try Receiver.load(configPath: configPath, existingStoreOnly: true, configure: setup.configure)
         console.err("dispatch: store \(runtime.config.store.description)")
         let watch = Stopwatch()
-        let stats = try await runtime.dispatcher(logger: Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)).drain()
+        let stats = try await runtime.batchDispatcher(logger: Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)).drain()
         console.err("dispatch: \(stats.dispatched) events in \(watch.elapsedText) (retried \(stats.retried), dead-lettered \(stats.deadLettered))")
         return ExitStatus.success
     }
