@@ -81,7 +81,7 @@ final class Calls: Sendable {
         let headers = try scheme.signatureHeaders(body: body, at: SystemWallClock().now())
         let first = await receiver.receive(provider: "synthflow", headers: headers, body: body)
         #expect(first.status == 200)
-        #expect(try JSONParser.parse(first.body)["call_inbound"]?["override_agent_id"]?.stringValue == "agent-for-+15550100")
+        #expect(try JSONParser.parse(first.body)["call_inbound"]?["override_model_id"]?.stringValue == "agent-for-+15550100")
         let repeated = await receiver.receive(provider: "synthflow", headers: headers, body: body)
         #expect(repeated.body == first.body)
     }
@@ -95,6 +95,6 @@ final class Calls: Sendable {
 /// Answers an inbound call from the caller's number.
 struct ByCaller: InboundCallResponder {
     func answer(_ event: InboundCallEvent, context: DispatchContext) async throws -> JSONValue {
-        .object(JSONObject(["call_inbound": .object(JSONObject(["override_agent_id": .string("agent-for-\(event.callInbound?.fromNumber ?? "unknown")")]))]))
+        .object(JSONObject(["call_inbound": .object(JSONObject(["override_model_id": .string("agent-for-\(event.callInbound?.fromNumber ?? "unknown")")]))]))
     }
 }
