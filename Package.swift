@@ -62,7 +62,7 @@ let package = Package(
         .executableTarget(name: "turnstile-fuzz", dependencies: ["TurnstileFuzz"]),
 
         .testTarget(name: "TurnstileCryptoTests", dependencies: ["TurnstileCrypto"]),
-        .testTarget(name: "TurnstileCoreTests", dependencies: ["TurnstileCore"]),
+        .testTarget(name: "TurnstileCoreTests", dependencies: ["TurnstileCore", "TurnstileSync"]),
         .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
         // Test helpers (a raw HTTP client over TCP) shared by the test targets; not part of any product.
         .target(name: "TurnstileTestSupport", path: "Tests/TurnstileTestSupport"),
