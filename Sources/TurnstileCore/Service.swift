@@ -13,6 +13,27 @@ public protocol Service: Sendable {
     func run(until shutdown: GracefulShutdown) async
 }
 
+/// A service whose work runs on a thread of its own (the group-commit writer, WAL checkpoints): ``start()``
+/// starts the thread, ``stop()`` finishes its work and blocks until the thread has ended. ``run(until:)``
+/// starts it and, at shutdown, stops it on a thread outside the cooperative pool.
+public protocol ThreadedService: Service {
+    func start()
+    func stop()
+}
+
+extension ThreadedService {
+    public func run(until shutdown: GracefulShutdown) async {
+        start()
+        await shutdown.wait()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                self.stop()
+                continuation.resume()
+            }
+        }
+    }
+}
+
 /// One service's shutdown request: whether it was asked to stop, and by when it must have.
 public final class GracefulShutdown: Sendable {
     private struct State {

@@ -109,18 +109,7 @@ public final class GroupCommitter: Sendable {
     }
 }
 
-extension GroupCommitter: Service {
+/// Starts the thread at ``run(until:)``; at shutdown ``stop()`` commits what is queued (new submissions get 503).
+extension GroupCommitter: ThreadedService {
     public var name: String { "group commit" }
-
-    /// Starts the writer, and at shutdown commits what is queued (new submissions are refused with 503).
-    public func run(until shutdown: GracefulShutdown) async {
-        start()
-        await shutdown.wait()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
-                self.stop()
-                continuation.resume()
-            }
-        }
-    }
 }

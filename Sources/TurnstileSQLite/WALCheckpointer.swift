@@ -124,17 +124,7 @@ public final class WALCheckpointer: Sendable {
     }
 }
 
-extension WALCheckpointer: Service {
+/// Starts the thread at ``run(until:)``; at shutdown ``stop()`` ends it.
+extension WALCheckpointer: ThreadedService {
     public var name: String { "WAL checkpoints" }
-
-    public func run(until shutdown: GracefulShutdown) async {
-        start()
-        await shutdown.wait()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
-                self.stop()
-                continuation.resume()
-            }
-        }
-    }
 }
