@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "TurnstileIngest", targets: ["TurnstileIngest"]),
         .library(name: "TurnstilePipeline", targets: ["TurnstilePipeline"]),
         .library(name: "TurnstileSQLite", targets: ["TurnstileSQLite"]),
+        .library(name: "TurnstilePostgres", targets: ["TurnstilePostgres"]),
         .library(name: "TurnstileHandlers", targets: ["TurnstileHandlers"]),
         .library(name: "TurnstileHTTP", targets: ["TurnstileHTTP"]),
         .library(name: "TurnstileServer", targets: ["TurnstileServer"]),
@@ -27,6 +28,7 @@ let package = Package(
         // C libraries, each wrapped by exactly one Swift module.
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
         // A lock ThreadSanitizer understands (`Locked<Value>` over pthread_mutex), for every module.
         .target(name: "TurnstileSync"),
@@ -38,6 +40,8 @@ let package = Package(
         .target(name: "TurnstileIngest", dependencies: ["TurnstileCore", "TurnstileCrypto"]),
         // The embedded store: the only importer of CSQLite.
         .target(name: "TurnstileSQLite", dependencies: ["TurnstileCore", "TurnstileSync", "CSQLite"]),
+        // The shared store: the only importer of CLibPQ.
+        .target(name: "TurnstilePostgres", dependencies: ["TurnstileCore", "TurnstileSync", "CLibPQ"]),
         // Dedup and dispatch: the pipeline, typed events, handlers and workers. Knows no SQL and no C.
         .target(name: "TurnstilePipeline", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileSync"]),
         // epoll, eventfd and socket set-up, which Swift's Glibc module does not expose.
@@ -48,7 +52,8 @@ let package = Package(
         // `exec` (a command per event), and the registry a config describes.
         .target(name: "TurnstileHandlers", dependencies: ["TurnstileCore", "TurnstilePipeline", "TurnstileIngest", "TurnstileHTTP", "TurnstileSync"]),
         // The library front: a config file wired into a receiver (`receive` from any web framework).
-        .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite", "TurnstileHandlers"]),
+        .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite", "TurnstilePostgres",
+                                                  "TurnstileHandlers"]),
         // `serve` as a library: the HTTP routes over a receiver, run with its services in one service group.
         .target(name: "TurnstileServer", dependencies: ["Turnstile", "TurnstileHTTP", "TurnstileSync"]),
         // Command types and `TurnstileMain`; the `turnstile` executable, and a team's own plugin binary, only call into this.
@@ -66,9 +71,11 @@ let package = Package(
         .testTarget(name: "TurnstileIngestTests", dependencies: ["TurnstileIngest", "TurnstileCore", "TurnstileCrypto"]),
         // Test helpers (a raw HTTP client over TCP) shared by the test targets; not part of any product.
         .target(name: "TurnstileTestSupport", path: "Tests/TurnstileTestSupport"),
-        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileServer", "TurnstileCore", "TurnstileIngest", "TurnstileTestSupport", "TurnstileSync"]),
+        .testTarget(name: "TurnstileCLITests", dependencies: ["TurnstileCLI", "TurnstileServer", "TurnstilePostgres", "TurnstileCore", "TurnstileIngest", "TurnstileTestSupport", "TurnstileSync"]),
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile", "TurnstileSync"]),
         .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport", "TurnstileSync"]),
+        // One conformance suite that every store passes: SQLite on a file, SQLite in memory, PostgreSQL.
+        .testTarget(name: "TurnstileStoreTests", dependencies: ["TurnstileCore", "TurnstileSQLite", "TurnstilePostgres", "TurnstileSync"]),
         .testTarget(name: "TurnstileFuzzTests", dependencies: ["TurnstileFuzz"]),
         .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileHandlers", "TurnstileTesting", "TurnstileHTTP", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore", "TurnstileSync"]),
     ],

@@ -3,6 +3,7 @@
 @_exported public import TurnstilePipeline
 @_exported public import TurnstileHandlers
 import TurnstileSQLite
+import TurnstilePostgres
 import Foundation
 
 /// Turnstile as a library: one config file wired into ingest, the store, the pipeline and the dispatcher.
@@ -109,9 +110,11 @@ public struct Receiver: Sendable {
             do { return try SQLiteEventStore(path: path, options: options) } catch {
                 throw InputError(.unreadableFile, error.message, file: config.file, field: "store")
             }
-        case .postgres:
-            throw InputError(.invalidValue, "this build of Turnstile has no PostgreSQL store yet; use sqlite:PATH",
-                             file: config.file, field: "store")
+        case .postgres(let url):
+            let password = config.postgresPassword.map { String(decoding: $0.value, as: UTF8.self) }
+            do { return try PostgresEventStore(url: url, password: password, maximumConnections: config.postgresPoolSize) } catch {
+                throw InputError(.unreadableFile, error.message, file: config.file, field: "store")
+            }
         }
     }
 

@@ -17,6 +17,10 @@ public struct TurnstileConfig: Sendable {
     /// SQLite's `synchronous` pragma: `full` (default) or `normal`.
     public var sqliteSynchronous = "full"
     public var sqliteBusyTimeoutMilliseconds = 5_000
+    /// The PostgreSQL password (`postgres.password`, `env:`/`file:`); never in the URL, argv or a log line.
+    public var postgresPassword: Secret?
+    /// Connections a PostgreSQL store keeps open at most (`postgres.pool_size`).
+    public var postgresPoolSize = 8
 
     public init(file: String, store: StoreLocation = .sqlite(path: "./turnstile.db"), listen: String = "127.0.0.1:8080",
                 maxBodyBytes: Int = TurnstileConfig.defaultMaxBodyBytes, providers: [ProviderConfig], handlers: [HandlerConfig] = []) {
@@ -227,6 +231,16 @@ struct ConfigReader {
             config.http.bodyBudgetBytes = number("body_budget_bytes").map { Int($0) } ?? config.http.bodyBudgetBytes
         }
         if let bound = document["queue_bound"]?.numberValue?.int64Value { config.queueBound = Int(bound) }
+        if let postgres = document["postgres"] {
+            if let reference = postgres["password"]?.stringValue {
+                config.postgresPassword = try readSecret(reference, at: "postgres.password")
+            }
+            config.postgresPoolSize = Int(postgres["pool_size"]?.numberValue?.int64Value ?? 8)
+        }
+        if case .postgres(let url) = store, url.contains("password=") || Self.urlHasPassword(url) {
+            throw fail(.invalidValue, "the store URL carries a password; give it as postgres.password (env:NAME or file:PATH) instead",
+                       at: "store")
+        }
         if let sqlite = document["sqlite"] {
             config.sqliteSynchronous = sqlite["synchronous"]?.stringValue ?? config.sqliteSynchronous
             config.sqliteBusyTimeoutMilliseconds = Int(sqlite["busy_timeout_ms"]?.numberValue?.int64Value ?? 5_000)
@@ -291,6 +305,15 @@ struct ConfigReader {
             limits.breakerCooldownSeconds = breaker["cooldown_seconds"]?.numberValue?.doubleValue ?? limits.breakerCooldownSeconds
         }
         return HandlerConfig(name: name, kind: kind, events: events, filter: filter, limits: limits)
+    }
+
+    /// True when `postgres://user:password@host` spells a password.
+    static func urlHasPassword(_ url: String) -> Bool {
+        guard let scheme = url.range(of: "://") else { return false }
+        let rest = url[scheme.upperBound...]
+        guard let at = rest.firstIndex(of: "@") else { return false }
+        let authority = rest[..<at]
+        return !authority.contains("/") && authority.contains(":")
     }
 
     /// A relative path is relative to the config file's folder.

@@ -55,6 +55,14 @@ enum EmbeddedSchemas {
         "body_budget_bytes": { "type": "integer", "minimum": 65536, "maximum": 68719476736, "description": "Bytes of request bodies all connections together may hold in memory (default 268435456). Past it, connections whose bodies need more are not read until others finish." }
       }
     },
+    "postgres": {
+      "type": "object",
+      "additionalProperties": false,
+      "properties": {
+        "password": { "type": "string", "minLength": 5, "description": "env:NAME or file:PATH: the password for a postgres:// store (never in the URL)" },
+        "pool_size": { "type": "integer", "minimum": 1, "maximum": 1000, "description": "connections kept open at most (default 8)" }
+      }
+    },
     "sqlite": {
       "type": "object",
       "additionalProperties": false,

@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+import TurnstileCore
+@testable import TurnstilePostgres
+
+/// The real binary on a PostgreSQL store (in a schema of its own), the password from the environment.
+@Suite struct PostgresBinaryTests {
+    /// A config for a fresh schema of the test server; nil (skipped) when none is configured outside CI.
+    func config() throws -> (path: String, folder: String)? {
+        guard let url = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] else {
+            #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1", "PostgreSQL is required here")
+            print("skipped on PostgreSQL: set TURNSTILE_TEST_POSTGRES_URL (eval \"$(bash .ci/postgres.sh start)\")")
+            return nil
+        }
+        let password = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"]
+        let schema = "cli_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        try PostgresConnection(url: url, password: password).execute("CREATE SCHEMA \(schema)")
+        let folder = try temporaryFolder()
+        let fixtures = try JSONParser.parse(String(contentsOfFile: repositoryRoot + "/fixtures/turnstile.json", encoding: .utf8))
+        let path = folder + "/turnstile.json"
+        try """
+            {"store":"\(url)\(url.contains("?") ? "&" : "?")options=-csearch_path%3D\(schema)","postgres":{"password":"env:TURNSTILE_TEST_POSTGRES_PASSWORD"},
+             "env_file":"\(repositoryRoot)/fixtures/secrets.env","max_body_bytes":65536,"providers":\(fixtures["providers"]!.serialized()),
+             "handlers":[{"name":"all-events","type":"jsonl","path":"\(folder)/events.jsonl","events":["*"]}]}
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        return (path, folder)
+    }
+
+    @Test func theMainJobPassesOnPostgreSQL() throws {
+        guard let (path, folder) = try config() else { return }
+        let replay = try run(["replay", "--config", path, "--check", "fixtures/"])
+        #expect(replay.status == 0, "\(replay.stderr.suffix(2_000))")
+        #expect(replay.stderr.contains("0 differ from expect"))
+        #expect(!replay.stderr.contains("turnstile-test"), "the password never shows")
+        // The same fixtures again: everything that was accepted is now a duplicate, across processes.
+        let again = try run(["replay", "--config", path, "fixtures/deliveries/sync.ndjson"])
+        #expect(again.status == 0)
+        #expect(!again.lines.contains { $0.contains(#""outcome":"accepted""#) })
+        let lines = try String(contentsOfFile: folder + "/events.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(!lines.isEmpty)
+    }
+
+    @Test func aPasswordInTheURLIsRefused() throws {
+        let folder = try temporaryFolder()
+        let path = folder + "/turnstile.json"
+        try #"{"store":"postgres://turnstile:hunter2@127.0.0.1:5432/db","providers":{"github":{"scheme":"github","secrets":["env:GH"]}}}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try run(["replay", "--config", path, "fixtures/deliveries/github.ndjson"], environment: ["GH": "x"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("postgres.password"))
+        #expect(!result.stderr.contains("hunter2"))
+    }
+}

@@ -1,0 +1,246 @@
+import Foundation
+import Testing
+import TurnstileCore
+import TurnstileSQLite
+import TurnstileSync
+@testable import TurnstilePostgres
+
+/// The stores every conformance test runs against, with the same expectations.
+enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqliteFile = "SQLite file"
+    case sqliteMemory = "SQLite in memory"
+    case postgres = "PostgreSQL"
+
+    var testDescription: String { rawValue }
+
+    /// A fresh, empty store of this kind; nil for PostgreSQL when no server is configured (outside CI).
+    /// - Parameter shared: the place a second store of the same kind should open (same file or schema).
+    func make(sharing shared: String? = nil) throws -> (store: any EventStore, place: String)? {
+        switch self {
+        case .sqliteFile:
+            let path = shared ?? NSTemporaryDirectory() + "turnstile-conformance-" + UUID().uuidString + ".db"
+            return (try SQLiteEventStore(path: path), path)
+        case .sqliteMemory:
+            return (try SQLiteEventStore(path: ":memory:"), ":memory:")
+        case .postgres:
+            guard let url = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] else {
+                #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1",
+                        "PostgreSQL is required here: TURNSTILE_TEST_POSTGRES_URL is not set")
+                print("skipped on PostgreSQL: set TURNSTILE_TEST_POSTGRES_URL (eval \"$(bash .ci/postgres.sh start)\")")
+                return nil
+            }
+            let password = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"]
+            let schema = shared ?? "conformance_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+            if shared == nil {
+                let admin = try PostgresConnection(url: url, password: password)
+                try admin.execute("CREATE SCHEMA \(schema)")
+            }
+            let separator = url.contains("?") ? "&" : "?"
+            return (try PostgresEventStore(url: url + separator + "options=-csearch_path%3D\(schema)", password: password), schema)
+        }
+    }
+}
+
+let t0 = Instant(secondsSince1970: 1_767_225_600)
+
+/// An admission as the pipeline makes it: signature and event nonces, an ordering key, the raw delivery.
+func admission(_ key: String, provider: String = "sync", signature: String? = nil, ordering: String? = nil, at instant: Instant = t0,
+               keepFor: Double = 600, reprocess: Bool = false, deadLetter: (Reason, String)? = nil) -> Admission {
+    let body = Array(#"{"id":"\#(key)"}"#.utf8)
+    var headers = HeaderFields()
+    headers.append(name: "Sync-Signature", value: "t=1,v1=\(signature ?? key)")
+    let delivery = Delivery(provider: provider, receivedAt: instant, headers: headers, body: body, path: "/webhooks/\(provider)")
+    return Admission(provider: provider, kind: "generation", eventType: "\(provider).generation", eventKey: key,
+                     orderingKey: ordering ?? key, signature: Array((signature ?? key).utf8), signatureExpiresAt: instant.adding(seconds: keepFor),
+                     eventExpiresAt: instant.adding(seconds: keepFor), delivery: delivery, signedAt: instant,
+                     deadLetter: deadLetter.map { (reason: $0.0, message: $0.1) }, reprocess: reprocess)
+}
+
+func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
+
+@Suite struct StoreConformanceTests {
+    @Test(arguments: StoreKind.allCases)
+    func admissionAcceptsOnceThenReportsWhichNonceWasSeen(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        let results = try store.admit([admission("e1"), admission("e1"), admission("e1", signature: "other")])
+        guard case .accepted = results[0] else { Issue.record("first not accepted: \(results[0])"); return }
+        #expect(results[1] == .duplicate(.seenSignature, requeuedEventID: nil))
+        #expect(results[2] == .duplicate(.seenEvent, requeuedEventID: nil))
+        #expect(try store.queueDepth() == 1)
+        // A later batch sees the nonces committed by an earlier one.
+        #expect(try store.admit([admission("e1")]) == [.duplicate(.seenSignature, requeuedEventID: nil)])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anExpiredNonceCountsAsAbsentAndPruningRemovesIt(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        _ = try store.admit([admission("e1", keepFor: 10)])
+        let later = t0.adding(seconds: 20)
+        guard case .accepted = try store.admit([admission("e1", at: later, keepFor: 10)])[0] else {
+            Issue.record("an expired nonce still counted"); return
+        }
+        _ = try store.admit([admission("e2", keepFor: 10)])
+        // e2's two nonces expired at t0+10; e1's were renewed until t0+30.
+        #expect(try store.pruneNonces(now: t0.adding(seconds: 25)) == 2)
+        #expect(try store.pruneNonces(now: t0.adding(seconds: 25)) == 0)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func reprocessQueuesASeenEventAgain(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        _ = try store.admit([admission("e1")])
+        let again = try store.admit([admission("e1", reprocess: true)])
+        guard case .duplicate(.seenSignature, let requeued?) = again[0] else { Issue.record("not re-queued: \(again[0])"); return }
+        #expect(requeued > 0)
+        #expect(try store.route(limit: 10, now: t0, everyone) == 2)
+        let leased = try store.lease(handler: "a", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
+        #expect(leased.map(\.isReprocess).sorted { !$0 && $1 } == [false, true])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func routingGivesEachHandlerItsOwnDeliveries(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        _ = try store.admit([admission("e1"), admission("e2"), admission("e3")])
+        #expect(try store.backlog() == ["": 3])
+        #expect(try store.route(limit: 2, now: t0) { $0.payload.count > 0 ? ["a", "b"] : [] } == 2)
+        #expect(try store.route(limit: 10, now: t0) { _ in ["a"] } == 1)
+        #expect(try store.backlog() == ["a": 3, "b": 2])
+        let leased = try store.lease(handler: "a", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
+        #expect(leased.map(\.eventKey) == ["e1", "e2", "e3"])
+        #expect(leased.allSatisfy { $0.handler == "a" && $0.attempt == 1 && $0.payload == Array(#"{"id":"\#($0.eventKey)"}"#.utf8) })
+        try store.complete(leased.map(\.id))
+        #expect(try store.backlog() == ["b": 2])
+        // An event no handler wants is done once routed.
+        _ = try store.admit([admission("e4")])
+        #expect(try store.route(limit: 10, now: t0) { _ in [] } == 1)
+        #expect(try store.backlog() == ["b": 2])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aLeaseKeepsOthersOffUntilItExpires(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        _ = try store.admit([admission("e1")])
+        _ = try store.route(limit: 10, now: t0, everyone)
+        let first = try store.lease(handler: "a", limit: 10, owner: "crashed", now: t0, leaseSeconds: 30)
+        #expect(first.count == 1)
+        #expect(try store.lease(handler: "a", limit: 10, owner: "other", now: t0.adding(seconds: 29), leaseSeconds: 30).isEmpty)
+        // Other handlers' deliveries of the same event are not held by it.
+        #expect(try store.lease(handler: "b", limit: 10, owner: "other", now: t0, leaseSeconds: 30).count == 1)
+        let rescued = try store.lease(handler: "a", limit: 10, owner: "other", now: t0.adding(seconds: 31), leaseSeconds: 30)
+        #expect(rescued.map(\.id) == first.map(\.id))
+        #expect(rescued.first?.attempt == 2)
+        #expect(try store.nextDue() != nil)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func orderPerOrderingKeyHoldsPerHandler(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        _ = try store.admit([admission("s1", ordering: "job-1"), admission("s2", ordering: "job-1"), admission("x", ordering: "job-2")])
+        _ = try store.route(limit: 10, now: t0, everyone)
+        let a = try store.lease(handler: "a", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
+        #expect(a.map(\.eventKey) == ["s1", "x"], "the second state of job-1 waits for the first")
+        let b = try store.lease(handler: "b", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
+        #expect(b.map(\.eventKey) == ["s1", "x"])
+        try store.complete(a.map(\.id))
+        #expect(try store.lease(handler: "a", limit: 10, owner: "w", now: t0, leaseSeconds: 30).map(\.eventKey) == ["s2"])
+        // B's first state is still leased: its second waits, whatever A did.
+        #expect(try store.lease(handler: "b", limit: 10, owner: "w", now: t0, leaseSeconds: 30).isEmpty)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func retriesDeadLettersAndRequeue(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        _ = try store.admit([admission("e1")])
+        _ = try store.route(limit: 10, now: t0, everyone)
+        let leased = try store.lease(handler: "b", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
+        try store.retry(leased[0].id, at: t0.adding(seconds: 5), error: "boom")
+        #expect(try store.lease(handler: "b", limit: 10, owner: "w", now: t0.adding(seconds: 4), leaseSeconds: 30).isEmpty)
+        let again = try store.lease(handler: "b", limit: 10, owner: "w", now: t0.adding(seconds: 5), leaseSeconds: 30)
+        #expect(again.first?.attempt == 2)
+        try store.deadLetter(again[0].id, reason: Reason(rawValue: "handler_failed"), error: "boom twice", now: t0.adding(seconds: 6))
+        #expect(try store.deadLetterCount() == 1)
+        let letter = try #require(try store.deadLetters(limit: 10).first)
+        #expect(letter.handler == "b" && letter.eventKey == "e1" && letter.attempts == 2 && letter.lastError == "boom twice")
+        #expect(letter.reason == Reason(rawValue: "handler_failed"))
+        #expect(try store.backlog() == ["a": 1])
+        #expect(try store.requeueDeadLetters([letter.id + 1_000], now: t0) == 0)
+        #expect(try store.requeueDeadLetters(nil, now: t0.adding(seconds: 7)) == 1)
+        let requeued = try store.lease(handler: "b", limit: 10, owner: "w", now: t0.adding(seconds: 7), leaseSeconds: 30)
+        #expect(requeued.map(\.id) == [letter.id])
+        #expect(requeued.first?.attempt == 1)
+        #expect(try store.deadLetterCount() == 0)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aPayloadThatBreaksItsSchemaIsDeadLetteredAtAdmissionAndRoutedWhenRetried(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        let results = try store.admit([admission("bad", deadLetter: (.malformedPayload, "status is missing"))])
+        guard case .accepted = results[0] else { Issue.record("not accepted: \(results[0])"); return }
+        let letter = try #require(try store.deadLetters(limit: 10).first)
+        #expect(letter.handler == "" && letter.lastError == "status is missing")
+        #expect(try store.queueDepth() == 0)
+        #expect(try store.requeueDeadLetters(nil, now: t0) == 1)
+        #expect(try store.route(limit: 10, now: t0, everyone) == 1)
+        #expect(try store.backlog() == ["a": 1, "b": 1])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func theFirstAnswerIsKept(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        #expect(try store.keptAnswer(provider: "synthflow", eventKey: "inbound:c1") == nil)
+        #expect(try store.keepAnswer(provider: "synthflow", eventKey: "inbound:c1", answer: "first", now: t0) == "first")
+        #expect(try store.keepAnswer(provider: "synthflow", eventKey: "inbound:c1", answer: "second", now: t0) == "first")
+        #expect(try store.keptAnswer(provider: "synthflow", eventKey: "inbound:c1") == "first")
+        try store.checkWritable(now: t0)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func theArchivePagesInArrivalOrderWithItsFilters(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        let batch = (0..<1_100).map { index in
+            admission("e\(index)", provider: index % 2 == 0 ? "sync" : "other", at: t0.adding(seconds: Double(index)))
+        }
+        _ = try store.admit(batch)
+        var all: [Delivery] = []
+        try store.forEachArchived(provider: nil, since: nil) { all.append($0) }
+        #expect(all.count == 1_100)
+        #expect(all.map { String(decoding: $0.body, as: UTF8.self) } == batch.map { String(decoding: $0.delivery.body, as: UTF8.self) })
+        #expect(all.first?.headers["Sync-Signature"] == "t=1,v1=e0")
+        #expect(all.first?.path == "/webhooks/sync")
+        var other = 0
+        try store.forEachArchived(provider: "other", since: t0.adding(seconds: 1_000)) { delivery in
+            #expect(delivery.provider == "other")
+            other += 1
+        }
+        #expect(other == 50)
+    }
+
+    /// Several connections (other instances, on a shared store) admit the same delivery at once: it is
+    /// accepted exactly once in total, every round.
+    @Test(arguments: [StoreKind.sqliteFile, .postgres])
+    func concurrentAdmissionOfOneDeliveryAcceptsItOnce(_ kind: StoreKind) throws {
+        guard let (first, place) = try kind.make() else { return }
+        var stores: [any EventStore] = [first]
+        for _ in 1..<4 { stores.append(try #require(try kind.make(sharing: place)).store) }
+        let accepted = Locked(0)
+        let failures = Locked<[String]>([])
+        for round in 0..<25 {
+            let group = DispatchGroup()
+            for store in stores {
+                group.enter()
+                Thread {
+                    defer { group.leave() }
+                    do {
+                        if case .accepted = try store.admit([admission("round-\(round)")])[0] { accepted.withLock { $0 += 1 } }
+                    } catch {
+                        failures.withLock { $0.append("\(error)") }
+                    }
+                }.start()
+            }
+            group.wait()
+        }
+        #expect(failures.withLock { $0 }.isEmpty)
+        #expect(accepted.withLock { $0 } == 25)
+        #expect(try first.queueDepth() == 25)
+    }
+}
