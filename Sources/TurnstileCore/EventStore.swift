@@ -22,14 +22,20 @@ public protocol EventStore: Sendable {
     /// Deliveries waiting or leased, by handler name (`""`: events not routed to their handlers yet).
     func backlog() throws(StoreError) -> [String: Int]
 
-    /// Removes deliveries whose handler succeeded.
-    func complete(_ ids: [Int64]) throws(StoreError)
+    /// Removes deliveries whose handler succeeded, each only while `lease` still holds it: a worker whose
+    /// lease expired and was taken over (a rescue) changes nothing. Returns how many were removed.
+    @discardableResult
+    func complete(_ leases: [Lease]) throws(StoreError) -> Int
 
-    /// Releases a failed delivery's lease and makes it due again at `at`.
-    func retry(_ id: Int64, at: Instant, error: String) throws(StoreError)
+    /// Releases a failed delivery's lease and makes it due again at `at`; false (and nothing changed) when
+    /// the lease is no longer held.
+    @discardableResult
+    func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool
 
-    /// Moves a delivery from the queue to the dead letters.
-    func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError)
+    /// Moves a delivery from the queue to the dead letters; false (and nothing changed) when the lease is no
+    /// longer held.
+    @discardableResult
+    func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool
 
     /// The earliest instant any queued event becomes due (nil when the queue is empty).
     func nextDue() throws(StoreError) -> Instant?
@@ -135,6 +141,20 @@ public struct RoutableEvent: Sendable {
     }
 }
 
+/// A worker's hold on one leased delivery: fenced by the owner and the attempt it was leased at, so that a
+/// late completion after the lease expired and another worker took it over changes nothing.
+public struct Lease: Sendable, Hashable {
+    public var id: Int64
+    public var owner: String
+    public var attempt: Int
+
+    public init(id: Int64, owner: String, attempt: Int) {
+        self.id = id
+        self.owner = owner
+        self.attempt = attempt
+    }
+}
+
 /// An event leased from the queue for one handler.
 public struct QueuedEvent: Sendable, Hashable {
     /// The queue's id of this (event, handler) delivery, stable across its retries.
@@ -149,10 +169,16 @@ public struct QueuedEvent: Sendable, Hashable {
     /// 1 on the first delivery to handlers.
     public var attempt: Int
     public var isReprocess: Bool
+    /// Who leased it (empty for an event that was not leased from a store).
+    public var owner: String
+
+    /// The hold this lease gives on the delivery.
+    public var lease: Lease { Lease(id: id, owner: owner, attempt: attempt) }
 
     public init(id: Int64, handler: String = "", provider: String, eventType: String, eventKey: String, payload: [UInt8],
-                receivedAt: Instant, attempt: Int, isReprocess: Bool) {
+                receivedAt: Instant, attempt: Int, isReprocess: Bool, owner: String = "") {
         self.id = id
+        self.owner = owner
         self.handler = handler
         self.provider = provider
         self.eventType = eventType

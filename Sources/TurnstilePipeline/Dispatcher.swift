@@ -249,19 +249,26 @@ public final class Dispatcher: Sendable {
             return held
         }
         var stats = Stats()
-        let done = batch.indices.filter { failures[$0] == nil }.map { batch[$0].id }
+        let done = batch.indices.filter { failures[$0] == nil }.map { batch[$0].lease }
         let plans = failures.sorted { $0.key < $1.key }.map { index, error in
             plan(for: batch[index], error: error, heldUntil: held[index], retryingUnavailableSinks: retryingUnavailableSinks, now: now)
         }
         do {
-            try await executor.run { [store] () throws(StoreError) in
-                try store.complete(done)
+            let fenced = try await executor.run { [store] () throws(StoreError) -> Int in
+                var lost = done.count - (try store.complete(done))
                 for plan in plans {
-                    switch plan.action {
-                    case .deadLetter(let reason): try store.deadLetter(plan.event.id, reason: reason, error: plan.message, now: now)
-                    case .retry(let at): try store.retry(plan.event.id, at: at, error: plan.message)
+                    let held = switch plan.action {
+                    case .deadLetter(let reason): try store.deadLetter(plan.event.lease, reason: reason, error: plan.message, now: now)
+                    case .retry(let at): try store.retry(plan.event.lease, at: at, error: plan.message)
                     }
+                    if !held { lost += 1 }
                 }
+                return lost
+            }
+            if fenced > 0 {
+                // These leases expired and another worker took the deliveries over: ours change nothing.
+                logger.warning("leases lost before their results were stored; another worker has the deliveries", [
+                    "handler": entry.name, "count": String(fenced)])
             }
             stats.dispatched = done.count
             for plan in plans {

@@ -308,7 +308,7 @@ public final class PostgresEventStore: EventStore, Sendable {
             return taken.rows.map { row in
                 QueuedEvent(id: row.int64(0), handler: handler, provider: row.text(1) ?? "", eventType: row.text(2) ?? "",
                             eventKey: row.text(3) ?? "", payload: row.bytes(4), receivedAt: Instant(secondsSince1970: row.double(5)),
-                            attempt: Int(row.int64(6)), isReprocess: row.text(7) == "t")
+                            attempt: Int(row.int64(6)), isReprocess: row.text(7) == "t", owner: owner)
             }
         }
     }
@@ -323,23 +323,36 @@ public final class PostgresEventStore: EventStore, Sendable {
         }
     }
 
-    public func complete(_ ids: [Int64]) throws(StoreError) {
-        guard !ids.isEmpty else { return }
-        try withConnection("complete") { db in
-            try db.query("DELETE FROM turnstile_events WHERE id = ANY($1::BIGINT[])", [.text(Self.array(ids))])
+    public func complete(_ leases: [Lease]) throws(StoreError) -> Int {
+        guard !leases.isEmpty else { return 0 }
+        return try withConnection("complete") { db in
+            // One statement for the batch: (id, owner, attempt) triples unnested from three arrays.
+            try db.query("""
+                DELETE FROM turnstile_events e USING unnest($1::BIGINT[], $2::TEXT[], $3::INTEGER[]) AS l(id, owner, attempt)
+                WHERE e.id = l.id AND e.lease_owner = l.owner AND e.attempts = l.attempt
+                """, [.text(Self.array(leases.map(\.id))), .text(Self.textArray(leases.map(\.owner))),
+                      .text(Self.array(leases.map { Int64($0.attempt) }))]).changed
         }
     }
 
-    public func retry(_ id: Int64, at: Instant, error: String) throws(StoreError) {
+    public func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool {
         try withConnection("retry") { db in
-            try db.query("UPDATE turnstile_events SET available_at = $1, lease_owner = NULL, lease_until = NULL, last_error = $2 WHERE id = $3",
-                         [.real(at.secondsSince1970), .text(error), .integer(id)])
+            try db.query("""
+                UPDATE turnstile_events SET available_at = $1, lease_owner = NULL, lease_until = NULL, last_error = $2
+                WHERE id = $3 AND lease_owner = $4 AND attempts = $5
+                """, [.real(at.secondsSince1970), .text(error), .integer(lease.id), .text(lease.owner), .integer(Int64(lease.attempt))]).changed == 1
         }
     }
 
-    public func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError) {
+    public func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool {
         try withConnection("dead-letter") { db in
-            try db.transaction { try moveToDeadLetters(id, reason: reason, error: error, now: now.secondsSince1970, in: db) }
+            try db.transaction {
+                let held = try db.query("SELECT 1 FROM turnstile_events WHERE id = $1 AND lease_owner = $2 AND attempts = $3 FOR UPDATE",
+                                        [.integer(lease.id), .text(lease.owner), .integer(Int64(lease.attempt))])
+                guard !held.rows.isEmpty else { return false }
+                try moveToDeadLetters(lease.id, reason: reason, error: error, now: now.secondsSince1970, in: db)
+                return true
+            }
         }
     }
 
@@ -458,6 +471,12 @@ public final class PostgresEventStore: EventStore, Sendable {
 
     /// `{1,2,3}`: an id list as one text parameter cast to `BIGINT[]`.
     private static func array(_ ids: [Int64]) -> String { "{" + ids.map(String.init).joined(separator: ",") + "}" }
+
+    /// `{"a","b"}`: texts as one parameter cast to `TEXT[]`, each quoted and escaped.
+    private static func textArray(_ values: [String]) -> String {
+        "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+            .joined(separator: ",") + "}"
+    }
 }
 
 /// A pooled connection: used by one call at a time, handed between threads by the pool's lock.

@@ -354,7 +354,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                     events.append(QueuedEvent(
                         id: select.int64(0), handler: handler, provider: select.text(1) ?? "", eventType: select.text(2) ?? "",
                         eventKey: select.text(3) ?? "", payload: select.blob(4), receivedAt: Instant(secondsSince1970: select.double(5)),
-                        attempt: Int(select.int64(6)) + 1, isReprocess: select.int64(7) != 0))
+                        attempt: Int(select.int64(6)) + 1, isReprocess: select.int64(7) != 0, owner: owner))
                 }
                 select.reset()
                 let take = try db.prepare("UPDATE events SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 WHERE id = ?")
@@ -376,26 +376,42 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
     }
 
-    public func complete(_ ids: [Int64]) throws(StoreError) {
-        guard !ids.isEmpty else { return }
-        try withConnection("complete") { db in
+    public func complete(_ leases: [Lease]) throws(StoreError) -> Int {
+        guard !leases.isEmpty else { return 0 }
+        return try withConnection("complete") { db in
             try db.transaction {
-                let delete = try db.prepare("DELETE FROM events WHERE id = ?")
-                for id in ids { try delete.bind(.integer(id)).run() }
+                let delete = try db.prepare("DELETE FROM events WHERE id = ? AND lease_owner = ? AND attempts = ?")
+                var removed = 0
+                for lease in leases {
+                    try delete.bind(.integer(lease.id), .text(lease.owner), .integer(Int64(lease.attempt))).run()
+                    removed += db.changes
+                }
+                return removed
             }
         }
     }
 
-    public func retry(_ id: Int64, at: Instant, error: String) throws(StoreError) {
+    public func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool {
         try withConnection("retry") { db in
-            try db.prepare("UPDATE events SET available_at = ?, lease_owner = NULL, lease_until = NULL, last_error = ? WHERE id = ?")
-                .bind(.real(at.secondsSince1970), .text(error), .integer(id)).run()
+            try db.prepare("""
+                UPDATE events SET available_at = ?, lease_owner = NULL, lease_until = NULL, last_error = ?
+                WHERE id = ? AND lease_owner = ? AND attempts = ?
+                """).bind(.real(at.secondsSince1970), .text(error), .integer(lease.id), .text(lease.owner), .integer(Int64(lease.attempt))).run()
+            return db.changes == 1
         }
     }
 
-    public func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError) {
+    public func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool {
         try withConnection("dead-letter") { db in
-            try db.transaction { try moveToDeadLetters(id, reason: reason, error: error, now: now.secondsSince1970, in: db) }
+            try db.transaction {
+                let held = try db.prepare("SELECT 1 FROM events WHERE id = ? AND lease_owner = ? AND attempts = ?")
+                try held.bind(.integer(lease.id), .text(lease.owner), .integer(Int64(lease.attempt)))
+                defer { held.reset() }
+                guard try held.step() else { return false }
+                held.reset()
+                try moveToDeadLetters(lease.id, reason: reason, error: error, now: now.secondsSince1970, in: db)
+                return true
+            }
         }
     }
 

@@ -167,9 +167,9 @@ struct FailingStore: EventStore {
     func route(limit: Int, now: Instant, _ route: (RoutableEvent) -> [String]) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func lease(handler: String, limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] { throw StoreError(.unavailable, "x") }
     func backlog() throws(StoreError) -> [String: Int] { throw StoreError(.unavailable, "x") }
-    func complete(_ ids: [Int64]) throws(StoreError) { throw StoreError(.unavailable, "x") }
-    func retry(_ id: Int64, at: Instant, error: String) throws(StoreError) { throw StoreError(.unavailable, "x") }
-    func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError) { throw StoreError(.unavailable, "x") }
+    func complete(_ leases: [Lease]) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
+    func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool { throw StoreError(.unavailable, "x") }
+    func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool { throw StoreError(.unavailable, "x") }
     func nextDue() throws(StoreError) -> Instant? { throw StoreError(.unavailable, "x") }
     func queueDepth() throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter] { throw StoreError(.unavailable, "x") }

@@ -149,10 +149,10 @@ final class SwitchableStore: EventStore, @unchecked Sendable {
         try gate(); return try base.lease(handler: handler, limit: limit, owner: owner, now: now, leaseSeconds: leaseSeconds)
     }
     func backlog() throws(StoreError) -> [String: Int] { try gate(); return try base.backlog() }
-    func complete(_ ids: [Int64]) throws(StoreError) { try gate(); try base.complete(ids) }
-    func retry(_ id: Int64, at: Instant, error: String) throws(StoreError) { try gate(); try base.retry(id, at: at, error: error) }
-    func deadLetter(_ id: Int64, reason: Reason, error: String, now: Instant) throws(StoreError) {
-        try gate(); try base.deadLetter(id, reason: reason, error: error, now: now)
+    func complete(_ leases: [Lease]) throws(StoreError) -> Int { try gate(); return try base.complete(leases) }
+    func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool { try gate(); return try base.retry(lease, at: at, error: error) }
+    func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool {
+        try gate(); return try base.deadLetter(lease, reason: reason, error: error, now: now)
     }
     func nextDue() throws(StoreError) -> Instant? { try gate(); return try base.nextDue() }
     func queueDepth() throws(StoreError) -> Int { try gate(); return try base.queueDepth() }

@@ -108,7 +108,7 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
         let leased = try store.lease(handler: "a", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
         #expect(leased.map(\.eventKey) == ["e1", "e2", "e3"])
         #expect(leased.allSatisfy { $0.handler == "a" && $0.attempt == 1 && $0.payload == Array(#"{"id":"\#($0.eventKey)"}"#.utf8) })
-        try store.complete(leased.map(\.id))
+        try store.complete(leased.map(\.lease))
         #expect(try store.backlog() == ["b": 2])
         // An event no handler wants is done once routed.
         _ = try store.admit([admission("e4")])
@@ -132,6 +132,34 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
         #expect(try store.nextDue() != nil)
     }
 
+    /// A worker paused past its lease (a GC pause, SIGSTOP) comes back after another took the delivery over:
+    /// its late completion, retry or dead letter changes nothing (River once let a rescue overwrite a done job).
+    @Test(arguments: StoreKind.allCases)
+    func aLateResultOfAnExpiredLeaseIsFencedOff(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        _ = try store.admit([admission("e1"), admission("e2")])
+        _ = try store.route(limit: 10, now: t0) { _ in ["a"] }
+        let paused = try store.lease(handler: "a", limit: 10, owner: "paused", now: t0, leaseSeconds: 30)
+        #expect(paused.count == 2)
+        let rescuer = try store.lease(handler: "a", limit: 10, owner: "rescuer", now: t0.adding(seconds: 31), leaseSeconds: 30)
+        #expect(rescuer.map(\.id) == paused.map(\.id))
+        #expect(try store.complete(paused.map(\.lease)) == 0)
+        #expect(try !store.retry(paused[0].lease, at: t0, error: "late"))
+        #expect(try !store.deadLetter(paused[1].lease, reason: Reason(rawValue: "handler_failed"), error: "late", now: t0))
+        #expect(try store.deadLetterCount() == 0)
+        #expect(try store.backlog() == ["a": 2], "the rescuer still holds both")
+        // The rescuer's own results count.
+        #expect(try store.retry(rescuer[0].lease, at: t0.adding(seconds: 40), error: "once more"))
+        #expect(try store.complete([rescuer[1].lease]) == 1)
+        // The same owner leasing again after its lease expired holds a new attempt: the old one is fenced too.
+        let first = try store.lease(handler: "a", limit: 10, owner: "rescuer", now: t0.adding(seconds: 41), leaseSeconds: 1)
+        let second = try store.lease(handler: "a", limit: 10, owner: "rescuer", now: t0.adding(seconds: 43), leaseSeconds: 30)
+        #expect(first.map(\.id) == second.map(\.id))
+        #expect(try store.complete(first.map(\.lease)) == 0)
+        #expect(try store.complete(second.map(\.lease)) == 1)
+        #expect(try store.queueDepth() == 0)
+    }
+
     @Test(arguments: StoreKind.allCases)
     func orderPerOrderingKeyHoldsPerHandler(_ kind: StoreKind) throws {
         guard let (store, _) = try kind.make() else { return }
@@ -141,7 +169,7 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
         #expect(a.map(\.eventKey) == ["s1", "x"], "the second state of job-1 waits for the first")
         let b = try store.lease(handler: "b", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
         #expect(b.map(\.eventKey) == ["s1", "x"])
-        try store.complete(a.map(\.id))
+        try store.complete(a.map(\.lease))
         #expect(try store.lease(handler: "a", limit: 10, owner: "w", now: t0, leaseSeconds: 30).map(\.eventKey) == ["s2"])
         // B's first state is still leased: its second waits, whatever A did.
         #expect(try store.lease(handler: "b", limit: 10, owner: "w", now: t0, leaseSeconds: 30).isEmpty)
@@ -153,11 +181,11 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
         _ = try store.admit([admission("e1")])
         _ = try store.route(limit: 10, now: t0, everyone)
         let leased = try store.lease(handler: "b", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
-        try store.retry(leased[0].id, at: t0.adding(seconds: 5), error: "boom")
+        try store.retry(leased[0].lease, at: t0.adding(seconds: 5), error: "boom")
         #expect(try store.lease(handler: "b", limit: 10, owner: "w", now: t0.adding(seconds: 4), leaseSeconds: 30).isEmpty)
         let again = try store.lease(handler: "b", limit: 10, owner: "w", now: t0.adding(seconds: 5), leaseSeconds: 30)
         #expect(again.first?.attempt == 2)
-        try store.deadLetter(again[0].id, reason: Reason(rawValue: "handler_failed"), error: "boom twice", now: t0.adding(seconds: 6))
+        try store.deadLetter(again[0].lease, reason: Reason(rawValue: "handler_failed"), error: "boom twice", now: t0.adding(seconds: 6))
         #expect(try store.deadLetterCount() == 1)
         let letter = try #require(try store.deadLetters(limit: 10).first)
         #expect(letter.handler == "b" && letter.eventKey == "e1" && letter.attempts == 2 && letter.lastError == "boom twice")
