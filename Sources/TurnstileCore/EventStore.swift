@@ -27,6 +27,11 @@ public protocol EventStore: Sendable {
     @discardableResult
     func complete(_ leases: [Lease]) throws(StoreError) -> Int
 
+    /// Extends leases still held to `until` (a worker whose handler runs longer than a lease keeps its
+    /// deliveries); returns how many were extended. A lease another worker has taken over is not.
+    @discardableResult
+    func renew(_ leases: [Lease], until: Instant) throws(StoreError) -> Int
+
     /// Releases a failed delivery's lease and makes it due again at `at`; false (and nothing changed) when
     /// the lease is no longer held.
     @discardableResult

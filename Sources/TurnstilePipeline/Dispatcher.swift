@@ -55,8 +55,8 @@ public final class Dispatcher: Sendable {
     private let observer: (@Sendable (QueuedEvent, String, Bool, Double) -> Void)?
     private let executor = BlockingExecutor(label: "ts-dispatch-store")
     private let wakeup = WakeSignal()
-    /// Each handler's gate, and the handlers with a batch in flight.
-    private let gates: Locked<(gates: [String: HandlerGate], busy: Set<String>)>
+    /// Each handler's gate, and how many of its deliveries are leased and not finished.
+    private let gates: Locked<(gates: [String: HandlerGate], inFlight: [String: Int])>
 
     /// - Parameter observer: told of every handler run (delivery, handler name, success, seconds), for metrics.
     public init(store: any EventStore, registry: HandlerRegistry, settings: DispatchSettings,
@@ -71,7 +71,7 @@ public final class Dispatcher: Sendable {
         self.observer = observer
         var gates: [String: HandlerGate] = [:]
         for entry in registry.entries { gates[entry.name] = HandlerGate(limits: entry.limits) }
-        self.gates = Locked((gates, []))
+        self.gates = Locked((gates, [:]))
     }
 
     /// Starts the next round at once: call it when a commit enqueued work.
@@ -116,10 +116,10 @@ public final class Dispatcher: Sendable {
         await withTaskGroup(of: Void.self) { group in
             while !shouldStop() {
                 do {
-                    let started = try await startRound { entry, batch in
+                    let started = try await startRound { batch in
                         group.addTask {
-                            let stats = await self.process(batch, for: entry, retryingUnavailableSinks: true)
-                            self.gates.withLock { _ = $0.busy.remove(entry.name) }
+                            let stats = await self.process(batch, retryingUnavailableSinks: true)
+                            self.finished(batch)
                             progress(total.withLock { $0 = $0 + stats; return $0 })
                             self.wakeup.signal()
                         }
@@ -127,7 +127,8 @@ public final class Dispatcher: Sendable {
                     episode.succeeded()
                     backoff.reset()
                     if started.batches > 0 { continue }
-                    if drainThenStop(), gates.withLock({ $0.busy.isEmpty }), try await queuedForRegisteredHandlers() == 0 { break }
+                    if drainThenStop(), gates.withLock({ $0.inFlight.values.allSatisfy { $0 == 0 } }),
+                       try await queuedForRegisteredHandlers() == 0 { break }
                     let due = try await nextDue(startable: started.startable)
                     let soonest = [due, started.nextGateOpening].compactMap { $0 }.min()
                     let wait = soonest.map { $0.secondsSince1970 - clock.now().secondsSince1970 } ?? idleSeconds
@@ -157,13 +158,13 @@ public final class Dispatcher: Sendable {
     }
 
     private func runDue(retryingUnavailableSinks: Bool) async throws(StoreError) -> (stats: Stats, startable: [String]) {
-        var work: [(entry: HandlerRegistry.Entry, batch: [QueuedEvent])] = []
-        let started = try await startRound { entry, batch in work.append((entry, batch)) }
+        var work: [Batch] = []
+        let started = try await startRound { work.append($0) }
         let stats = await withTaskGroup(of: Stats.self) { group in
-            for (entry, batch) in work {
+            for batch in work {
                 group.addTask {
-                    let stats = await self.process(batch, for: entry, retryingUnavailableSinks: retryingUnavailableSinks)
-                    self.gates.withLock { _ = $0.busy.remove(entry.name) }
+                    let stats = await self.process(batch, retryingUnavailableSinks: retryingUnavailableSinks)
+                    self.finished(batch)
                     return stats
                 }
             }
@@ -172,17 +173,30 @@ public final class Dispatcher: Sendable {
         return (stats, started.startable)
     }
 
+    /// Deliveries leased for one handler, run by `workers` calls at once.
+    struct Batch: Sendable {
+        let entry: HandlerRegistry.Entry
+        let events: [QueuedEvent]
+        let workers: Int
+    }
+
+    private func finished(_ batch: Batch) {
+        gates.withLock { $0.inFlight[batch.entry.name, default: 0] -= batch.events.count }
+    }
+
     private struct RoundStart {
         var batches = 0
-        /// Handlers that could have started a delivery (not busy, not held by their gate).
+        /// Handlers that could have started a delivery (not at their concurrency, not held by their gate).
         var startable: [String] = []
         /// The soonest a held handler may start again.
         var nextGateOpening: Instant? = nil
     }
 
-    /// Routes waiting events, then leases a batch for every handler that is idle and allowed to start, and
-    /// hands each batch to `start` (marked busy until its processing ends).
-    private func startRound(_ start: (HandlerRegistry.Entry, [QueuedEvent]) -> Void) async throws(StoreError) -> RoundStart {
+    /// Routes waiting events, then leases a batch for every handler below its concurrency that its gate lets
+    /// start, and hands each batch to `start`. An idle handler leases up to `batch_size` (run by `concurrency`
+    /// calls at once, committed together); a handler with deliveries in flight leases only what its
+    /// concurrency has room for, so calls at once never exceed it and a slow handler still uses all of it.
+    private func startRound(_ start: (Batch) -> Void) async throws(StoreError) -> RoundStart {
         let registry = self.registry
         let limit = settings.batchSize
         while try await executor.run({ [store, clock] () throws(StoreError) in
@@ -191,9 +205,14 @@ public final class Dispatcher: Sendable {
         var round = RoundStart()
         for entry in registry.entries {
             let now = clock.now()
-            let allowance = gates.withLock { state -> Int in
-                guard !state.busy.contains(entry.name) else { return -1 }
-                return state.gates[entry.name, default: HandlerGate(limits: entry.limits)].allowance(now: now, batch: limit)
+            let concurrency = max(1, entry.limits.concurrency ?? settings.concurrency)
+            let (allowance, room) = gates.withLock { state -> (Int, Int) in
+                let busy = state.inFlight[entry.name, default: 0]
+                guard busy < concurrency else { return (-1, 0) }
+                // One probe at a time while the breaker is half open.
+                if state.gates[entry.name]?.breaker == .probing && busy > 0 { return (-1, 0) }
+                let cap = busy == 0 ? limit : concurrency - busy
+                return (state.gates[entry.name, default: HandlerGate(limits: entry.limits)].allowance(now: now, batch: cap), concurrency - busy)
             }
             if allowance < 0 { continue }
             if allowance == 0 {
@@ -209,10 +228,10 @@ public final class Dispatcher: Sendable {
             guard !batch.isEmpty else { continue }
             gates.withLock { state in
                 state.gates[entry.name]?.started(batch.count)
-                state.busy.insert(entry.name)
+                state.inFlight[entry.name, default: 0] += batch.count
             }
             round.batches += 1
-            start(entry, batch)
+            start(Batch(entry: entry, events: batch, workers: min(room, batch.count)))
         }
         return round
     }
@@ -225,8 +244,26 @@ public final class Dispatcher: Sendable {
 
     /// Runs one handler's leased batch to the end: its calls (at most its concurrency at once), its commit,
     /// then done / retry / dead letter in the store.
-    func process(_ batch: [QueuedEvent], for entry: HandlerRegistry.Entry, retryingUnavailableSinks: Bool) async -> Stats {
-        var failures = await runCalls(batch, entry: entry)
+    func process(_ leased: Batch, retryingUnavailableSinks: Bool) async -> Stats {
+        let entry = leased.entry
+        let batch = leased.events
+        // While the calls run, the leases are renewed every third of their length, so a handler slower than a
+        // lease keeps its deliveries; a worker that stops (a pause, a crash) stops renewing, and they move on.
+        let renewal = Task { [store, clock, settings, executor, logger] in
+            let every = max(settings.leaseSeconds / 3, 0.05)
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: UInt64(every * 1e9))
+                if Task.isCancelled { return }
+                let until = clock.now().adding(seconds: settings.leaseSeconds)
+                do {
+                    _ = try await executor.run { () throws(StoreError) in try store.renew(batch.map(\.lease), until: until) }
+                } catch {
+                    logger.warning("lease renewal failed; the deliveries may run again elsewhere", ["handler": entry.name, "error": "\(error)"])
+                }
+            }
+        }
+        defer { renewal.cancel() }
+        var failures = await runCalls(batch, entry: entry, workers: leased.workers)
         // Durability barrier: the handler commits before any of its deliveries is marked done.
         if failures.count < batch.count {
             do { try await entry.commit() } catch let error as PartialCommitError {
@@ -327,10 +364,9 @@ public final class Dispatcher: Sendable {
         return capped * Double.random(in: 0.5...1.0)
     }
 
-    /// Runs the batch's calls on the handler's concurrency of workers, each taking the next delivery not yet
-    /// taken; returns the failures by index.
-    private func runCalls(_ batch: [QueuedEvent], entry: HandlerRegistry.Entry) async -> [Int: any Error] {
-        let workers = min(max(1, entry.limits.concurrency ?? settings.concurrency), batch.count)
+    /// Runs the batch's calls on `workers` workers, each taking the next delivery not yet taken; returns the
+    /// failures by index.
+    private func runCalls(_ batch: [QueuedEvent], entry: HandlerRegistry.Entry, workers: Int) async -> [Int: any Error] {
         let taken = Locked(0)
         return await withTaskGroup(of: [(Int, any Error)].self) { group in
             for _ in 0..<workers {

@@ -335,6 +335,18 @@ public final class PostgresEventStore: EventStore, Sendable {
         }
     }
 
+    public func renew(_ leases: [Lease], until: Instant) throws(StoreError) -> Int {
+        guard !leases.isEmpty else { return 0 }
+        return try withConnection("renew") { db in
+            try db.query("""
+                UPDATE turnstile_events e SET lease_until = $4
+                FROM unnest($1::BIGINT[], $2::TEXT[], $3::INTEGER[]) AS l(id, owner, attempt)
+                WHERE e.id = l.id AND e.lease_owner = l.owner AND e.attempts = l.attempt
+                """, [.text(Self.array(leases.map(\.id))), .text(Self.textArray(leases.map(\.owner))),
+                      .text(Self.array(leases.map { Int64($0.attempt) })), .real(until.secondsSince1970)]).changed
+        }
+    }
+
     public func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool {
         try withConnection("retry") { db in
             try db.query("""

@@ -391,6 +391,21 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
     }
 
+    public func renew(_ leases: [Lease], until: Instant) throws(StoreError) -> Int {
+        guard !leases.isEmpty else { return 0 }
+        return try withConnection("renew") { db in
+            try db.transaction {
+                let update = try db.prepare("UPDATE events SET lease_until = ? WHERE id = ? AND lease_owner = ? AND attempts = ?")
+                var renewed = 0
+                for lease in leases {
+                    try update.bind(.real(until.secondsSince1970), .integer(lease.id), .text(lease.owner), .integer(Int64(lease.attempt))).run()
+                    renewed += db.changes
+                }
+                return renewed
+            }
+        }
+    }
+
     public func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool {
         try withConnection("retry") { db in
             try db.prepare("""

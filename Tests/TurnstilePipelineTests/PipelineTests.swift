@@ -168,6 +168,7 @@ struct FailingStore: EventStore {
     func lease(handler: String, limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] { throw StoreError(.unavailable, "x") }
     func backlog() throws(StoreError) -> [String: Int] { throw StoreError(.unavailable, "x") }
     func complete(_ leases: [Lease]) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
+    func renew(_ leases: [Lease], until: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool { throw StoreError(.unavailable, "x") }
     func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool { throw StoreError(.unavailable, "x") }
     func nextDue() throws(StoreError) -> Instant? { throw StoreError(.unavailable, "x") }

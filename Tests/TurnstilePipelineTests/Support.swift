@@ -150,6 +150,7 @@ final class SwitchableStore: EventStore, @unchecked Sendable {
     }
     func backlog() throws(StoreError) -> [String: Int] { try gate(); return try base.backlog() }
     func complete(_ leases: [Lease]) throws(StoreError) -> Int { try gate(); return try base.complete(leases) }
+    func renew(_ leases: [Lease], until: Instant) throws(StoreError) -> Int { try gate(); return try base.renew(leases, until: until) }
     func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool { try gate(); return try base.retry(lease, at: at, error: error) }
     func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool {
         try gate(); return try base.deadLetter(lease, reason: reason, error: error, now: now)

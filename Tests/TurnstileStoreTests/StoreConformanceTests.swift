@@ -160,6 +160,23 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
         #expect(try store.queueDepth() == 0)
     }
 
+    /// A worker whose handler runs longer than a lease renews it and keeps the delivery; a renewal of a lease
+    /// that was taken over changes nothing.
+    @Test(arguments: StoreKind.allCases)
+    func renewedLeasesAreKeptAndStaleOnesAreNot(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        _ = try store.admit([admission("e1"), admission("e2")])
+        _ = try store.route(limit: 10, now: t0) { _ in ["a"] }
+        let held = try store.lease(handler: "a", limit: 1, owner: "slow", now: t0, leaseSeconds: 10)
+        #expect(try store.renew(held.map(\.lease), until: t0.adding(seconds: 60)) == 1)
+        #expect(try store.lease(handler: "a", limit: 10, owner: "other", now: t0.adding(seconds: 30), leaseSeconds: 10).map(\.eventKey) == ["e2"])
+        let rescued = try store.lease(handler: "a", limit: 1, owner: "other", now: t0.adding(seconds: 61), leaseSeconds: 10)
+        #expect(rescued.map(\.id) == held.map(\.id))
+        #expect(try store.renew(held.map(\.lease), until: t0.adding(seconds: 120)) == 0)
+        #expect(try store.lease(handler: "a", limit: 1, owner: "third", now: t0.adding(seconds: 72), leaseSeconds: 10).map(\.id) == held.map(\.id),
+                "the stale renewal did not extend the rescuer's lease")
+    }
+
     @Test(arguments: StoreKind.allCases)
     func orderPerOrderingKeyHoldsPerHandler(_ kind: StoreKind) throws {
         guard let (store, _) = try kind.make() else { return }

@@ -1,0 +1,184 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+import TurnstileCore
+import TurnstileSync
+import TurnstileTestSupport
+@testable import TurnstilePostgres
+
+/// One `turnstile serve` of several on a shared store.
+final class Instance: @unchecked Sendable {
+    let process = Process()
+    let logPath: String
+    let port: Int
+
+    init(config: String, log: String) throws {
+        logPath = log
+        port = try launchTurnstile(process, ["serve", "--config", config], logPath: log) { line in
+            guard line.contains(#""msg":"listening""#), let address = try? JSONParser.parse(line)["address"]?.stringValue else { return nil }
+            return Int(address.split(separator: ":").last ?? "")
+        }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// POSTs `delivery` and returns the answer's body.
+    func post(_ delivery: JSONValue) throws -> RawResponse? {
+        let client = try RawClient(port: port)
+        client.send(httpRequest(for: delivery))
+        return client.responses(1, timeout: 10).first
+    }
+
+    /// `turnstile_queue_depth` from `/metrics` (its gauges are read every 250 ms).
+    func queueDepth() throws -> Int? {
+        let client = try RawClient(port: port)
+        client.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        let text = client.responses(1).first?.body ?? ""
+        return text.split(separator: "\n").first { $0.hasPrefix("turnstile_queue_depth ") }.flatMap { Int($0.split(separator: " ").last ?? "") }
+    }
+
+    func stop() -> Int32 {
+        kill(pid, SIGCONT)
+        kill(pid, SIGTERM)
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    deinit { if process.isRunning { kill(pid, SIGKILL) } }
+}
+
+/// Several `turnstile serve` processes on one PostgreSQL database, as behind a load balancer.
+@Suite(.serialized) struct SharedStoreTests {
+    /// A config on a fresh schema of the test server (nil, skipped, when none is configured outside CI).
+    func configs(_ count: Int, handlers: (_ index: Int, _ folder: String) -> String, leaseSeconds: Double = 30) throws -> (paths: [String], folder: String)? {
+        guard let url = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] else {
+            #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1", "PostgreSQL is required here")
+            print("skipped on PostgreSQL: set TURNSTILE_TEST_POSTGRES_URL (eval \"$(bash .ci/postgres.sh start)\")")
+            return nil
+        }
+        let password = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"]
+        let schema = "shared_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        try PostgresConnection(url: url, password: password).execute("CREATE SCHEMA \(schema)")
+        let folder = try temporaryFolder()
+        try FileManager.default.createDirectory(atPath: folder + "/runs", withIntermediateDirectories: true)
+        let fixtures = try JSONParser.parse(String(contentsOfFile: repositoryRoot + "/fixtures/turnstile.json", encoding: .utf8))
+        var paths: [String] = []
+        for index in 0..<count {
+            let path = folder + "/instance-\(index).json"
+            try """
+                {"store":"\(url)\(url.contains("?") ? "&" : "?")options=-csearch_path%3D\(schema)","listen":"127.0.0.1:0",
+                 "postgres":{"password":"env:TURNSTILE_TEST_POSTGRES_PASSWORD"},
+                 "env_file":"\(repositoryRoot)/fixtures/secrets.env","providers":\(fixtures["providers"]!.serialized()),
+                 "dispatch":{"lease_seconds":\(leaseSeconds),"backoff_base_seconds":0.05,"backoff_max_seconds":0.1},
+                 "handlers":[\(handlers(index, folder))]}
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+            paths.append(path)
+        }
+        return (paths, folder)
+    }
+
+    @Test func twoInstancesShareDedupAndDispatchEachEventOnce() throws {
+        guard let (paths, folder) = try configs(2, handlers: { index, _ in
+            #"{"name":"all","type":"jsonl","path":"instance-\#(index).jsonl","events":["*"]}"#
+        }) else { return }
+        let a = try Instance(config: paths[0], log: folder + "/a.log")
+        let b = try Instance(config: paths[1], log: folder + "/b.log")
+
+        // Accepted by one, a duplicate at the other.
+        let first = try signedGitHub(0, folder: folder)
+        #expect(try a.post(first)?.body.contains(#""outcome":"accepted""#) == true)
+        #expect(try b.post(first)?.body.contains(#""outcome":"duplicate""#) == true)
+
+        // The same delivery sent to both at once, 50 times: accepted exactly once in total each time.
+        let accepted = Locked(0)
+        let answered = Locked(0)
+        for index in 1...50 {
+            let delivery = try signedGitHub(index, folder: folder)
+            let group = DispatchGroup()
+            for instance in [a, b] {
+                group.enter()
+                Thread {
+                    defer { group.leave() }
+                    guard let answer = try? instance.post(delivery), answer.status == 200 else { return }
+                    answered.withLock { $0 += 1 }
+                    if answer.body.contains(#""outcome":"accepted""#) { accepted.withLock { $0 += 1 } }
+                }.start()
+            }
+            group.wait()
+        }
+        #expect(answered.withLock { $0 } == 100)
+        #expect(accepted.withLock { $0 } == 50)
+
+        // Every event enqueued by either is dispatched once across both instances' workers.
+        var keys: [String] = []
+        for _ in 0..<300 {
+            keys = (0..<2).flatMap { index in
+                ((try? String(contentsOfFile: folder + "/instance-\(index).jsonl", encoding: .utf8)) ?? "").split(separator: "\n")
+                    .compactMap { try? JSONParser.parse(String($0))["event_key"]?.stringValue }
+            }
+            if keys.count >= 51 { break }
+            usleep(50_000)
+        }
+        #expect(keys.count == 51)
+        #expect(Set(keys).count == 51, "no event was dispatched twice")
+        #expect(a.stop() == 0)
+        #expect(b.stop() == 0)
+    }
+
+    /// A slow handler (it notes each start, sleeps 2 s, notes its end) with 1 s leases.
+    func slowHandler(_ folder: String) -> String {
+        let script = "echo > '\(folder)/runs/'start.$TURNSTILE_EVENT_ID.$$; sleep 2; echo > '\(folder)/runs/'done.$TURNSTILE_EVENT_ID.$$"
+        return #"{"name":"slow","type":"exec","command":["/bin/sh","-c","\#(script)"],"events":["github.*"],"timeout_seconds":30}"#
+    }
+
+    func runs(_ folder: String, _ kind: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder + "/runs")) ?? []).filter { $0.hasPrefix(kind + ".") }
+    }
+
+    /// Waits until `condition` holds (at most `seconds`).
+    func waitUntil(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        for _ in 0..<Int(seconds * 20) {
+            if try condition() { return true }
+            usleep(50_000)
+        }
+        return try condition()
+    }
+
+    @Test func aKilledInstancesLeasedEventsAreTakenOverByTheOther() throws {
+        guard let (paths, folder) = try configs(2, handlers: { _, folder in slowHandler(folder) }, leaseSeconds: 1) else { return }
+        let a = try Instance(config: paths[0], log: folder + "/a.log")
+        for index in 0..<3 { #expect(try a.post(try signedGitHub(index, folder: folder))?.status == 200) }
+        #expect(waitUntil(10) { runs(folder, "start").count == 3 }, "A leased all three and started its handler")
+        kill(a.pid, SIGKILL)
+        a.process.waitUntilExit()
+        let b = try Instance(config: paths[1], log: folder + "/b.log")
+        // B takes the three over once A's leases expire, runs them, and the queue empties.
+        #expect(try waitUntil(20) { (try b.queueDepth()) == 0 && runs(folder, "start").count >= 6 })
+        #expect(runs(folder, "start").count == 6, "each event ran once at A (killed) and once at B")
+        #expect(b.stop() == 0)
+    }
+
+    @Test func aPausedInstancesLateCompletionIsFencedOffAndChangesNothing() throws {
+        guard let (paths, folder) = try configs(2, handlers: { _, folder in slowHandler(folder) }, leaseSeconds: 1) else { return }
+        let a = try Instance(config: paths[0], log: folder + "/a.log")
+        for index in 0..<2 { #expect(try a.post(try signedGitHub(index, folder: folder))?.status == 200) }
+        #expect(waitUntil(10) { runs(folder, "start").count == 2 })
+        // A stops mid-dispatch, past its lease; B takes the events over and finishes them.
+        kill(a.pid, SIGSTOP)
+        let b = try Instance(config: paths[1], log: folder + "/b.log")
+        #expect(try waitUntil(20) { (try b.queueDepth()) == 0 && runs(folder, "done").count >= 4 })
+        // A wakes, its handler calls have long ended, and its completions find the leases gone.
+        kill(a.pid, SIGCONT)
+        #expect(waitUntil(10) { a.log.contains("leases lost before their results were stored") }, "\(a.log.suffix(1_500))")
+        #expect(try b.queueDepth() == 0)
+        let letters = try run(["dead-letters", "--config", paths[1], "list"],
+                              environment: ["TURNSTILE_TEST_POSTGRES_PASSWORD": ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"] ?? ""])
+        #expect(letters.status == 0)
+        #expect(letters.stdout.isEmpty, "the late results dead-lettered nothing")
+        #expect(a.stop() == 0)
+        #expect(b.stop() == 0)
+    }
+}
