@@ -21,10 +21,11 @@ struct RunResult {
     var lines: [String] { stdout.split(separator: "\n").map(String.init) }
 }
 
-/// Runs the real binary with `arguments`, in the repository root, with `environment` added.
-func run(_ arguments: [String], environment: [String: String] = [:], directory: String = repositoryRoot) throws -> RunResult {
+/// Runs the real binary (or `program`) with `arguments`, in the repository root, with `environment` added.
+func run(_ arguments: [String], environment: [String: String] = [:], directory: String = repositoryRoot,
+         program: String = turnstileBinary) throws -> RunResult {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: turnstileBinary)
+    process.executableURL = URL(fileURLWithPath: program)
     process.arguments = arguments
     process.currentDirectoryURL = URL(fileURLWithPath: directory)
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }

@@ -182,3 +182,107 @@ final class Instance: @unchecked Sendable {
         #expect(b.stop() == 0)
     }
 }
+
+/// PostgreSQL stopped and started again under load, on a cluster of the test's own (so that no other test
+/// sees the outage).
+@Suite struct PostgresOutageTests {
+    @Test func anOutageGives503sLosesNothingAcknowledgedAndServiceComesBackByItself() throws {
+        guard ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] != nil else {
+            #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1", "PostgreSQL is required here")
+            print("skipped: needs a PostgreSQL installation to start a cluster of its own (eval \"$(bash .ci/postgres.sh start)\")")
+            return
+        }
+        let folder = try temporaryFolder()
+        // Through system(3), with output to a file: a pipe held open by the server it starts never reaches EOF.
+        func cluster(_ arguments: String) -> Int32 {
+            system("/bin/bash '\(repositoryRoot)/.ci/postgres.sh' \(arguments) > '\(folder)/cluster.out' 2>&1")
+        }
+        #expect(cluster("start") == 0, "\((try? String(contentsOfFile: folder + "/cluster.out", encoding: .utf8)) ?? "")")
+        var variables: [String: String] = [:]
+        for line in try String(contentsOfFile: folder + "/cluster.out", encoding: .utf8).split(separator: "\n") where line.hasPrefix("export ") {
+            let pair = line.dropFirst("export ".count).split(separator: "=", maxSplits: 1).map(String.init)
+            if pair.count == 2 { variables[pair[0]] = pair[1] }
+        }
+        let dir = try #require(variables["TURNSTILE_TEST_POSTGRES_DIR"])
+        defer { _ = cluster("stop '\(dir)'") }
+        let fixtures = try JSONParser.parse(String(contentsOfFile: repositoryRoot + "/fixtures/turnstile.json", encoding: .utf8))
+        let config = folder + "/turnstile.json"
+        try """
+            {"store":"\(try #require(variables["TURNSTILE_TEST_POSTGRES_URL"]))","listen":"127.0.0.1:0",
+             "postgres":{"password":"env:TURNSTILE_TEST_POSTGRES_PASSWORD"},
+             "env_file":"\(repositoryRoot)/fixtures/secrets.env","providers":\(fixtures["providers"]!.serialized()),
+             "dispatch":{"backoff_base_seconds":0.05,"backoff_max_seconds":0.2},
+             "handlers":[{"name":"all","type":"jsonl","path":"events.jsonl","events":["*"]}]}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let serve = try Instance(config: config, log: folder + "/serve.log")
+        defer { _ = serve.stop() }
+        try makeSignedDeliveries(count: 3_000, into: folder + "/load.ndjson")
+        let requests = try String(contentsOfFile: folder + "/load.ndjson", encoding: .utf8).split(separator: "\n").map { try JSONParser.parse(String($0)) }
+
+        let shared = SharedRequests(requests)
+        let acknowledged = Locked<Set<String>>([])
+        let unavailable = Locked(0)
+        let stop = Locked(false)
+        let sender = DispatchGroup()
+        sender.enter()
+        Thread {
+            defer { sender.leave() }
+            var client = try? RawClient(port: serve.port)
+            while !stop.withLock({ $0 }), let request = shared.next() {
+                client?.send(httpRequest(for: request))
+                guard let answer = client?.responses(1, timeout: 10).first else {
+                    client = try? RawClient(port: serve.port)
+                    continue
+                }
+                if answer.status == 200, answer.body.contains(#""outcome":"accepted""#),
+                   let key = (try? JSONParser.parse(answer.body))?["event_key"]?.stringValue {
+                    acknowledged.withLock { _ = $0.insert(key) }
+                }
+                if answer.status == 503 { unavailable.withLock { $0 += 1 } }
+                client = try? RawClient(port: serve.port)
+                usleep(2_000)
+            }
+        }.start()
+        func health() -> Int? {
+            guard let client = try? RawClient(port: serve.port) else { return nil }
+            client.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            return client.responses(1, timeout: 5).first?.status
+        }
+        usleep(1_000_000)
+        let before = acknowledged.withLock { $0.count }
+        #expect(cluster("down '\(dir)'") == 0)
+        var sawUnhealthy = false
+        for _ in 0..<40 where !sawUnhealthy {
+            sawUnhealthy = health() == 503
+            usleep(100_000)
+        }
+        usleep(500_000)
+        #expect(cluster("up '\(dir)'") == 0)
+        var healthyAgain = false
+        for _ in 0..<100 where !healthyAgain {
+            healthyAgain = health() == 200
+            usleep(100_000)
+        }
+        let atReturn = acknowledged.withLock { $0.count }
+        usleep(1_500_000)
+        stop.withLock { $0 = true }
+        sender.wait()
+        let after = acknowledged.withLock { $0.count }
+        print("outage: \(before) acknowledged before, \(unavailable.withLock { $0 }) answered 503, \(after - atReturn) acknowledged after it")
+        #expect(before > 0)
+        #expect(sawUnhealthy, "/healthz answered 503 while PostgreSQL was down")
+        #expect(unavailable.withLock { $0 } > 0, "deliveries got 503 during the outage")
+        #expect(healthyAgain, "/healthz came back without restarting Turnstile")
+        #expect(after > atReturn, "deliveries were accepted again after the outage")
+        // Everything acknowledged reaches the handler once dispatch catches up.
+        var dispatched = Set<String>()
+        for _ in 0..<200 {
+            dispatched = Set(((try? String(contentsOfFile: folder + "/events.jsonl", encoding: .utf8)) ?? "").split(separator: "\n")
+                .compactMap { try? JSONParser.parse(String($0))["event_key"]?.stringValue })
+            if dispatched.count >= after { break }
+            usleep(100_000)
+        }
+        let keys = acknowledged.withLock { $0 }
+        #expect(keys.isSubset(of: dispatched), "acknowledged but lost: \(keys.subtracting(dispatched).sorted().prefix(5))")
+    }
+}
