@@ -100,6 +100,14 @@ public struct Receiver: Sendable {
         }
     }
 
+    /// The schema version this binary writes for a store at `location`.
+    public static func schemaVersion(of location: StoreLocation) -> Int {
+        switch location {
+        case .sqlite: SQLiteEventStore.schemaVersion
+        case .postgres: PostgresEventStore.schemaVersion
+        }
+    }
+
     /// Opens the store `config` names.
     public static func openStore(_ config: TurnstileConfig, forDispatch: Bool = false) throws(InputError) -> any EventStore {
         switch config.store {
@@ -108,12 +116,12 @@ public struct Receiver: Sendable {
                 synchronous: forDispatch ? .normal : SQLiteEventStore.Synchronous(rawValue: config.sqliteSynchronous) ?? .full,
                 busyTimeoutMilliseconds: config.sqliteBusyTimeoutMilliseconds)
             do { return try SQLiteEventStore(path: path, options: options) } catch {
-                throw InputError(.unreadableFile, error.message, file: config.file, field: "store")
+                throw InputError(.unreadableFile, error.code == .incompatible ? error.description : error.message, file: config.file, field: "store")
             }
         case .postgres(let url):
             let password = config.postgresPassword.map { String(decoding: $0.value, as: UTF8.self) }
             do { return try PostgresEventStore(url: url, password: password, maximumConnections: config.postgresPoolSize) } catch {
-                throw InputError(.unreadableFile, error.message, file: config.file, field: "store")
+                throw InputError(.unreadableFile, error.code == .incompatible ? error.description : error.message, file: config.file, field: "store")
             }
         }
     }

@@ -38,7 +38,7 @@ public enum ExitStatus {
 public enum TurnstileMain {
     static var commands: [any TurnstileCommand.Type] { [
         ServeCommand.self, ReplayCommand.self, VerifyCommand.self, SignCommand.self, ExportCommand.self, DeadLettersCommand.self,
-        PruneCommand.self, DispatchCommand.self, SendCommand.self, BenchCommand.self,
+        PruneCommand.self, DispatchCommand.self, MigrateCommand.self, SendCommand.self, BenchCommand.self,
     ] }
 
     /// The top-level help.

@@ -6,6 +6,8 @@ struct SQLiteError: Error, CustomStringConvertible {
     let extendedCode: Int32
     let message: String
     let sql: String?
+    /// The store's schema is newer than this code (no SQLite code says so).
+    var isSchemaTooNew = false
 
     var description: String {
         // The statement is named by its start only: a migration is kilobytes of SQL, not a diagnosis.

@@ -69,7 +69,9 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             try opened.execute("PRAGMA cache_size = -32768")
             try Self.migrate(opened)
         } catch {
-            throw StoreError(.unavailable, "cannot open the SQLite store \(path): \(error)")
+            // A schema newer than this code is not an outage: retrying will not help, a newer binary will.
+            let code: StoreError.Code = error.isSchemaTooNew ? .incompatible : .unavailable
+            throw StoreError(code, "cannot open the SQLite store \(path): \(error.isSchemaTooNew ? error.message : "\(error)")")
         }
         self.path = path
         self.connection = opened
@@ -188,7 +190,8 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         let current = Int(try connection.scalarText("PRAGMA user_version") ?? "0") ?? 0
         guard current <= migrations.count else {
             throw SQLiteError(code: 1, extendedCode: 1,
-                              message: "the store has schema version \(current); this Turnstile knows up to \(migrations.count)", sql: nil)
+                              message: "the store has schema version \(current); this Turnstile knows up to \(migrations.count)", sql: nil,
+                              isSchemaTooNew: true)
         }
         for version in current..<migrations.count {
             do {

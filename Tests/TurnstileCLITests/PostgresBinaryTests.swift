@@ -51,3 +51,45 @@ import TurnstileCore
         #expect(!result.stderr.contains("hunter2"))
     }
 }
+
+/// `turnstile migrate`, and stores newer than the binary.
+@Suite struct MigrateTests {
+    @Test func migrateCreatesTheSchemaAndANewerStoreIsRefusedAsIncompatible() throws {
+        let folder = try temporaryFolder()
+        let path = folder + "/turnstile.json"
+        try #"{"store":"sqlite:\#(folder)/t.db","providers":{"github":{"scheme":"github","secrets":["env:GH"]}}}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let migrated = try run(["migrate", "--config", path], environment: ["GH": "x"])
+        #expect(migrated.status == 0, "\(migrated.stderr)")
+        #expect(try JSONParser.parse(migrated.stdout)["schema_version"]?.numberValue?.int64Value == 5)
+        #expect(try run(["migrate", "--config", path], environment: ["GH": "x"]).status == 0, "migrating twice is harmless")
+        // A newer binary has been here.
+        let bump = try run(["\(folder)/t.db", "PRAGMA user_version = 99"], program: "/usr/bin/sqlite3")
+        #expect(bump.status == 0)
+        let refused = try run(["migrate", "--config", path], environment: ["GH": "x"])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("store_incompatible"))
+        #expect(refused.stderr.contains("schema version 99"))
+    }
+
+    @Test func aPostgreSQLStoreNewerThanTheBinaryIsIncompatible() throws {
+        guard let url = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] else {
+            #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1", "PostgreSQL is required here")
+            return
+        }
+        let password = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"]
+        let schema = "migrate_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        let admin = try PostgresConnection(url: url, password: password)
+        try admin.execute("CREATE SCHEMA \(schema)")
+        let scoped = url + (url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+        _ = try PostgresEventStore(url: scoped, password: password)
+        try admin.execute("UPDATE \(schema).turnstile_schema SET version = 99")
+        do {
+            _ = try PostgresEventStore(url: scoped, password: password)
+            Issue.record("a newer schema was opened")
+        } catch {
+            #expect(error.code == .incompatible)
+            #expect(error.message.contains("schema version 99"))
+        }
+    }
+}

@@ -149,6 +149,38 @@ struct PruneCommand: TurnstileCommand {
     }
 }
 
+/// `turnstile migrate`: bring the store's schema up to this binary's, explicitly (serve and every other
+/// command also migrate when they open the store; on PostgreSQL under an advisory lock, so instances that
+/// start at once do not race).
+struct MigrateCommand: TurnstileCommand {
+    static let spec = CommandSpec(
+        name: "migrate",
+        abstract: "Create or upgrade the store's schema to this binary's version, then exit.",
+        usage: "migrate --config FILE",
+        options: [.option("config", "FILE", required: true, help: "The Turnstile config file (JSON).")],
+        discussion: """
+            Prints {"store":…,"schema_version":N}. A store whose schema is newer than this binary is refused
+            with store_incompatible (exit 2): run the newer binary, or restore a backup.
+            """)
+
+    let configPath: String
+
+    init(_ arguments: ParsedArguments) throws(UsageError) {
+        configPath = arguments.value("config") ?? ""
+    }
+
+    func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
+        let config = try TurnstileConfig.load(path: configPath)
+        console.err("migrate: store \(config.store.description)")
+        _ = try Receiver.openStore(config)
+        var object = JSONObject()
+        object["store"] = .string(config.store.description)
+        object["schema_version"] = .number(JSONNumber(Int64(Receiver.schemaVersion(of: config.store))))
+        console.out(JSONValue.object(object).serialized())
+        return ExitStatus.success
+    }
+}
+
 /// `turnstile dispatch`: run the workers until the queue is empty.
 struct DispatchCommand: TurnstileCommand {
     static let spec = CommandSpec(
