@@ -153,7 +153,8 @@ public struct Receiver: Sendable {
                 throw InputError(.unreadableFile, error.message, file: config.file, field: "store")
             }
         }
-        services.append(StoreMaintenance(store: store, health: health, logger: logger, gauges: gauges))
+        services.append(StoreMaintenance(store: store, health: health, logger: logger, archiveRetentionSeconds: config.archiveRetentionSeconds,
+                                         gauges: gauges))
         services.append(front.committer)
         services.append(dispatcher)
         return services

@@ -19,6 +19,8 @@ public struct TurnstileConfig: Sendable {
     public var sqliteBusyTimeoutMilliseconds = 5_000
     /// The PostgreSQL password (`postgres.password`, `env:`/`file:`); never in the URL, argv or a log line.
     public var postgresPassword: Secret?
+    /// How long archived raw deliveries are kept (`archive.retention_seconds`); nil keeps them forever.
+    public var archiveRetentionSeconds: Int?
     /// Connections a PostgreSQL store keeps open at most (`postgres.pool_size`).
     public var postgresPoolSize = 8
 
@@ -231,6 +233,17 @@ struct ConfigReader {
             config.http.bodyBudgetBytes = number("body_budget_bytes").map { Int($0) } ?? config.http.bodyBudgetBytes
         }
         if let bound = document["queue_bound"]?.numberValue?.int64Value { config.queueBound = Int(bound) }
+        if let seconds = document["archive"]?["retention_seconds"]?.numberValue?.int64Value {
+            // Queued events and dead letters keep their body in the archive, and a delivery whose nonces are
+            // still kept may be replayed from it: the archive must outlive every provider's nonce retention.
+            let longest = providers.map { $0.retentionSeconds ?? ProviderConfig.defaultRetentionSeconds }.max() ?? 0
+            guard seconds >= Int64(longest) else {
+                let provider = providers.first { ($0.retentionSeconds ?? ProviderConfig.defaultRetentionSeconds) == longest }?.name ?? "-"
+                throw fail(.invalidValue, "archive retention of \(seconds) s is shorter than the nonce retention of \(longest) s of provider \(provider)",
+                           at: "archive.retention_seconds")
+            }
+            config.archiveRetentionSeconds = Int(seconds)
+        }
         if let postgres = document["postgres"] {
             if let reference = postgres["password"]?.stringValue {
                 config.postgresPassword = try readSecret(reference, at: "postgres.password")

@@ -55,6 +55,13 @@ enum EmbeddedSchemas {
         "body_budget_bytes": { "type": "integer", "minimum": 65536, "maximum": 68719476736, "description": "Bytes of request bodies all connections together may hold in memory (default 268435456). Past it, connections whose bodies need more are not read until others finish." }
       }
     },
+    "archive": {
+      "type": "object",
+      "additionalProperties": false,
+      "properties": {
+        "retention_seconds": { "$ref": "#/$defs/seconds", "description": "How long raw deliveries are archived (default: forever); at least every provider's retention_seconds" }
+      }
+    },
     "postgres": {
       "type": "object",
       "additionalProperties": false,

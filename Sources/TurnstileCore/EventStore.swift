@@ -73,6 +73,10 @@ public protocol EventStore: Sendable {
     /// Deletes nonces that expired before `now`; returns how many.
     func pruneNonces(now: Instant) throws(StoreError) -> Int
 
+    /// Deletes archived deliveries received before `cutoff`, except those a queued event or a dead letter
+    /// still reads its body from; returns how many.
+    func pruneArchive(receivedBefore cutoff: Instant) throws(StoreError) -> Int
+
     /// Calls `body` with each archived raw delivery in arrival order, optionally only one provider's and
     /// only those received at or after `since`. Reads in pages, so memory stays flat.
     func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws

@@ -2,7 +2,8 @@ public import TurnstileCore
 
 /// The store's upkeep while a receiver runs, as a ``Service``: the gauges (queue depth and each handler's
 /// backlog every 250 ms, for `queue_bound` and `/metrics`; dead letters every second), the write check
-/// `/healthz` answers from (every second), and nonce pruning (every minute). Store errors are logged once
+/// `/healthz` answers from (every second), and pruning of expired nonces and of archived deliveries older
+/// than the archive retention (every minute). Store errors are logged once
 /// per episode and tried again on the next round; store calls run on an executor of their own.
 public struct StoreMaintenance: Service {
     /// What the last round read.
@@ -18,9 +19,13 @@ public struct StoreMaintenance: Service {
     private let health: StoreHealth
     private let logger: Logger
     private let gauges: @Sendable (Gauges) -> Void
+    private let archiveRetentionSeconds: Int?
     private let executor = BlockingExecutor(label: "ts-maintenance")
 
-    public init(store: any EventStore, health: StoreHealth, logger: Logger, gauges: @escaping @Sendable (Gauges) -> Void = { _ in }) {
+    /// - Parameter archiveRetentionSeconds: archived deliveries older than this are pruned (nil: kept forever).
+    public init(store: any EventStore, health: StoreHealth, logger: Logger, archiveRetentionSeconds: Int? = nil,
+                gauges: @escaping @Sendable (Gauges) -> Void = { _ in }) {
+        self.archiveRetentionSeconds = archiveRetentionSeconds
         self.store = store
         self.health = health
         self.logger = logger
@@ -67,9 +72,16 @@ public struct StoreMaintenance: Service {
             }
             if now.secondsSince1970 - lastPrune > 60 {
                 lastPrune = now.secondsSince1970
+                let retention = archiveRetentionSeconds
                 do {
                     let pruned = try await executor.run { () throws(StoreError) in try store.pruneNonces(now: now) }
                     if pruned > 0 { logger.info("pruned nonces", ["count": String(pruned)]) }
+                    if let retention {
+                        let archived = try await executor.run { () throws(StoreError) in
+                            try store.pruneArchive(receivedBefore: now.adding(seconds: -Double(retention)))
+                        }
+                        if archived > 0 { logger.info("pruned the archive", ["count": String(archived), "retention_s": String(retention)]) }
+                    }
                     pruning.succeeded()
                 } catch {
                     pruning.failed(error, "retried in a minute")

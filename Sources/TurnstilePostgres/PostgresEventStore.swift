@@ -456,6 +456,16 @@ public final class PostgresEventStore: EventStore, Sendable {
         }
     }
 
+    public func pruneArchive(receivedBefore cutoff: Instant) throws(StoreError) -> Int {
+        try withConnection("prune archive") { db in
+            try db.query("""
+                DELETE FROM turnstile_archive a WHERE a.received_at < $1
+                  AND NOT EXISTS (SELECT 1 FROM turnstile_events e WHERE e.archive_id = a.id)
+                  AND NOT EXISTS (SELECT 1 FROM turnstile_dead_letters d WHERE d.archive_id = a.id)
+                """, [.real(cutoff.secondsSince1970)]).changed
+        }
+    }
+
     public func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws {
         var after: Int64 = 0
         while true {

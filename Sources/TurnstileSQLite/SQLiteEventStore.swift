@@ -555,6 +555,17 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
     }
 
+    public func pruneArchive(receivedBefore cutoff: Instant) throws(StoreError) -> Int {
+        try withConnection("prune archive") { db in
+            try db.prepare("""
+                DELETE FROM archive WHERE received_at < ?
+                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.archive_id = archive.id)
+                  AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.archive_id = archive.id)
+                """).bind(.real(cutoff.secondsSince1970)).run()
+            return db.changes
+        }
+    }
+
     public func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws {
         var after: Int64 = 0
         while true {

@@ -143,6 +143,15 @@ func write(_ text: String, to path: String) throws {
         #expect(config.handlers[1].kind == .swift && config.handlers[1].events == ["synthflow.*"])
     }
 
+    @Test func anArchiveRetentionShorterThanANonceRetentionIsRefused() throws {
+        let providers = #""providers":{"sync":{"scheme":"sync","secrets":["env:SYNC_SECRET"],"retention_seconds":86400}}"#
+        let error = try #require(loadError("{\(providers),\"archive\":{\"retention_seconds\":3600}}"))
+        #expect(error.field == "archive.retention_seconds")
+        #expect(error.message.contains("86400") && error.message.contains("sync"))
+        #expect(try load("{\(providers),\"archive\":{\"retention_seconds\":86400}}").archiveRetentionSeconds == 86400)
+        #expect(try load("{\(providers)}").archiveRetentionSeconds == nil)
+    }
+
     @Test func unknownKeysAreErrorsNamingTheirPath() throws {
         let error = try #require(loadError(#"{"providers":{"sync":{"scheme":"sync","secrets":["env:SYNC_SECRET"],"tolerence_seconds":300}}}"#))
         #expect(error.code == .schemaViolation)

@@ -180,6 +180,7 @@ struct FailingStore: EventStore {
     func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func checkWritable(now: Instant) throws(StoreError) { throw StoreError(.unavailable, "disk I/O error") }
     func pruneNonces(now: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
+    func pruneArchive(receivedBefore cutoff: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws { throw StoreError(.unavailable, "x") }
 }
 

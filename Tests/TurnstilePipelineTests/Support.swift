@@ -168,6 +168,7 @@ final class SwitchableStore: EventStore, @unchecked Sendable {
     }
     func checkWritable(now: Instant) throws(StoreError) { try gate(); try base.checkWritable(now: now) }
     func pruneNonces(now: Instant) throws(StoreError) -> Int { try gate(); return try base.pruneNonces(now: now) }
+    func pruneArchive(receivedBefore cutoff: Instant) throws(StoreError) -> Int { try gate(); return try base.pruneArchive(receivedBefore: cutoff) }
     func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws {
         try gate(); try base.forEachArchived(provider: provider, since: since, body)
     }

@@ -230,6 +230,27 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
     }
 
     @Test(arguments: StoreKind.allCases)
+    func archivePruningKeepsWhatQueuedEventsAndDeadLettersStillRead(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        _ = try store.admit([admission("done", at: t0), admission("queued", at: t0.adding(seconds: 1)),
+                             admission("dead", at: t0.adding(seconds: 2)), admission("recent", at: t0.adding(seconds: 500))])
+        _ = try store.route(limit: 10, now: t0) { _ in ["a"] }
+        let leased = try store.lease(handler: "a", limit: 10, owner: "w", now: t0.adding(seconds: 600), leaseSeconds: 30)
+        try store.complete(leased.filter { $0.eventKey == "done" || $0.eventKey == "recent" }.map(\.lease))
+        let dead = try #require(leased.first { $0.eventKey == "dead" })
+        try store.deadLetter(dead.lease, reason: Reason(rawValue: "handler_failed"), error: "x", now: t0.adding(seconds: 601))
+        // Older than t0+100: done, queued and dead; only done is no longer read by anything.
+        #expect(try store.pruneArchive(receivedBefore: t0.adding(seconds: 100)) == 1)
+        #expect(try store.pruneArchive(receivedBefore: t0.adding(seconds: 100)) == 0)
+        var left: [String] = []
+        try store.forEachArchived(provider: nil, since: nil) { left.append(String(decoding: $0.body, as: UTF8.self)) }
+        #expect(left == [#"{"id":"queued"}"#, #"{"id":"dead"}"#, #"{"id":"recent"}"#])
+        // The queued event and the dead letter still have their bodies.
+        let queued = try store.lease(handler: "a", limit: 10, owner: "w", now: t0.adding(seconds: 700), leaseSeconds: 30)
+        #expect(queued.map(\.payload) == [Array(#"{"id":"queued"}"#.utf8)])
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func theFirstAnswerIsKept(_ kind: StoreKind) throws {
         guard let (store, _) = try kind.make() else { return }
         #expect(try store.keptAnswer(provider: "synthflow", eventKey: "inbound:c1") == nil)

@@ -116,7 +116,7 @@ struct DeadLettersCommand: TurnstileCommand {
 struct PruneCommand: TurnstileCommand {
     static let spec = CommandSpec(
         name: "prune",
-        abstract: "Delete expired nonces now (serve also prunes periodically).",
+        abstract: "Delete expired nonces, and archived deliveries past archive.retention_seconds, now (serve also prunes every minute).",
         usage: "prune --config FILE [--now ISO8601]",
         options: [
             .option("config", "FILE", required: true, help: "The Turnstile config file (JSON)."),
@@ -143,8 +143,14 @@ struct PruneCommand: TurnstileCommand {
         try Receiver.requireExistingStore(config)
         let store = try Receiver.openStore(config)
         console.err("prune: store \(config.store.description)")
-        let pruned = try store.pruneNonces(now: now ?? SystemWallClock().now())
-        console.out(#"{"pruned":\#(pruned)}"#)
+        let instant = now ?? SystemWallClock().now()
+        let pruned = try store.pruneNonces(now: instant)
+        if let retention = config.archiveRetentionSeconds {
+            let archived = try store.pruneArchive(receivedBefore: instant.adding(seconds: -Double(retention)))
+            console.out(#"{"pruned":\#(pruned),"archive_pruned":\#(archived)}"#)
+        } else {
+            console.out(#"{"pruned":\#(pruned)}"#)
+        }
         return ExitStatus.success
     }
 }
