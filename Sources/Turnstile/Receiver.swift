@@ -140,7 +140,8 @@ public struct Receiver: Sendable {
     }
 
     /// The long-running parts a host runs beside its own server, in start order: WAL checkpoints (SQLite
-    /// files), store maintenance, the group-commit writer, and dispatch. A ``ServiceGroup`` shuts them down
+    /// files), store maintenance, the group-commit writer, the listener that wakes dispatch when another
+    /// instance queues work (PostgreSQL), and dispatch. A ``ServiceGroup`` shuts them down
     /// in reverse: commits finish first, then dispatch drains within the grace period.
     /// - Parameter gauges: told what each maintenance round read (`serve` feeds `/metrics` with it).
     public func services(gauges: @escaping @Sendable (StoreMaintenance.Gauges) -> Void = { _ in })
@@ -156,6 +157,11 @@ public struct Receiver: Sendable {
         services.append(StoreMaintenance(store: store, health: health, logger: logger, archiveRetentionSeconds: config.archiveRetentionSeconds,
                                          gauges: gauges))
         services.append(front.committer)
+        if let shared = store as? PostgresEventStore {
+            // Commits of every instance wake this one's workers.
+            let dispatcher = self.dispatcher
+            services.append(shared.listener(logger: logger, wake: { dispatcher.wake() }))
+        }
         services.append(dispatcher)
         return services
     }

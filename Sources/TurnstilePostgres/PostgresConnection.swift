@@ -79,7 +79,7 @@ final class ResultOwner {
 /// One libpq connection, used by one owner at a time (the pool hands it out). Statements are prepared once
 /// per connection and reused; every query is parameterised. A lost connection is reset on the next use.
 final class PostgresConnection {
-    private let handle: OpaquePointer
+    fileprivate let handle: OpaquePointer
     private var prepared: [String: String] = [:]
 
     /// Connects with `conninfo` (a `postgres://` URL as libpq reads it; TLS and other settings pass
@@ -184,7 +184,7 @@ final class PostgresConnection {
         }
     }
 
-    private func connectionError() -> PostgresError {
+    fileprivate func connectionError() -> PostgresError {
         PostgresError(sqlState: nil, message: Self.clean(String(cString: PQerrorMessage(handle))))
     }
 
@@ -215,5 +215,21 @@ extension Array where Element == String {
         defer { copies.forEach { free($0) } }
         let pointers: [UnsafePointer<CChar>?] = copies.map { $0.map { UnsafePointer($0) } } + [nil]
         return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+}
+
+extension PostgresConnection {
+    /// The connection's socket, to wait on for notifications.
+    var socket: Int32 { PQsocket(handle) }
+
+    /// Reads what the server sent and returns the channels of the notifications that arrived.
+    func notifications() throws(PostgresError) -> [String] {
+        guard PQconsumeInput(handle) == 1 else { throw connectionError() }
+        var channels: [String] = []
+        while let notice = PQnotifies(handle) {
+            channels.append(String(cString: notice.pointee.relname))
+            PQfreemem(notice)
+        }
+        return channels
     }
 }

@@ -27,6 +27,8 @@ public final class PostgresEventStore: EventStore, Sendable {
     private let password: String?
     private let maximumConnections: Int
     private let idle = Locked<(connections: [PostgresConnectionBox], open: Int)>(([], 0))
+    /// The channel commits that enqueue work notify, and ``PostgresListener`` listens on: one per schema.
+    public let channel: String
 
     /// Connects (checking the server is reachable) and migrates.
     /// - Parameters:
@@ -36,7 +38,30 @@ public final class PostgresEventStore: EventStore, Sendable {
         self.url = url
         self.password = password
         self.maximumConnections = max(1, maximumConnections)
-        try withConnection("migrate") { db in try Self.migrate(db) }
+        // The first connection migrates and learns the schema (the channel's name), then joins the pool.
+        let first: PostgresConnection
+        let schema: String
+        do {
+            first = try PostgresConnection(url: url, password: password)
+            try Self.migrate(first)
+            schema = try first.query("SELECT current_schema()").rows.first?.text(0) ?? "public"
+        } catch let error as PostgresError {
+            let code: StoreError.Code = error.sqlState == "TS001" ? .incompatible : (error.isTransient ? .unavailable : .misuse)
+            throw StoreError(code, "migrate: \(error)")
+        } catch {
+            throw StoreError(.misuse, "migrate: \(error)")
+        }
+        let safe = schema.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_") }
+        channel = "turnstile_" + String(String.UnicodeScalarView(safe).prefix(40))
+        idle.withLock { state in
+            state.connections.append(PostgresConnectionBox(first))
+            state.open = 1
+        }
+    }
+
+    /// A listener that calls `wake` whenever an instance (this one included) commits work to the queue.
+    public func listener(logger: Logger, wake: @escaping @Sendable () -> Void) -> PostgresListener {
+        PostgresListener(url: url, password: password, channel: channel, logger: logger, wake: wake)
     }
 
     /// Where the store is, with any password left out (for log lines and errors).
@@ -204,7 +229,13 @@ public final class PostgresEventStore: EventStore, Sendable {
 
     public func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] {
         try withConnection("admit") { db in
-            try db.transaction { try batch.map { try admit($0, in: db) } }
+            let results = try db.transaction { try batch.map { try admit($0, in: db) } }
+            // Idle workers of every instance wake up: sent by the committing code after the commit, once per
+            // batch (not by a trigger per row, which floods under load).
+            if results.contains(where: { if case .duplicate(_, nil) = $0 { false } else { true } }) {
+                _ = try? db.query("SELECT pg_notify($1, '')", [.text(channel)])
+            }
+            return results
         }
     }
 
@@ -284,6 +315,11 @@ public final class PostgresEventStore: EventStore, Sendable {
                 return waiting.rows.count
             }
         }
+    }
+
+    /// Tells the listeners that work was queued other than by admission (dead letters put back).
+    private func notify(_ db: PostgresConnection) {
+        _ = try? db.query("SELECT pg_notify($1, '')", [.text(channel)])
     }
 
     public func lease(handler: String, limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] {
@@ -412,6 +448,12 @@ public final class PostgresEventStore: EventStore, Sendable {
     }
 
     public func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int {
+        let moved = try requeue(ids, now: now)
+        if moved > 0 { try? withConnection("notify") { db in notify(db) } }
+        return moved
+    }
+
+    private func requeue(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int {
         try withConnection("re-queue dead letters") { db in
             try db.transaction {
                 let filter = ids == nil ? "" : "WHERE id = ANY($2::BIGINT[])"

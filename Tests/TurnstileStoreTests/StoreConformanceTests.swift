@@ -310,3 +310,23 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
         #expect(try first.queueDepth() == 25)
     }
 }
+
+/// PostgreSQL only: commits that queue work wake the workers of every instance.
+@Suite struct PostgresListenerTests {
+    @Test func aCommitOfAnotherInstanceWakesTheListener() async throws {
+        guard let (store, schema) = try StoreKind.postgres.make(), let shared = store as? PostgresEventStore else { return }
+        let other = try #require(try StoreKind.postgres.make(sharing: schema)).store
+        let wakes = Locked(0)
+        let listener = shared.listener(logger: .silent) { wakes.withLock { $0 += 1 } }
+        let shutdown = GracefulShutdown()
+        let listening = Task { await listener.run(until: shutdown) }
+        // It wakes once on connecting (work may have been queued before it listened).
+        for _ in 0..<200 where wakes.withLock({ $0 }) == 0 { try await Task.sleep(nanoseconds: 25_000_000) }
+        #expect(wakes.withLock { $0 } == 1)
+        _ = try other.admit([admission("from-the-other-instance")])
+        for _ in 0..<200 where wakes.withLock({ $0 }) == 1 { try await Task.sleep(nanoseconds: 25_000_000) }
+        #expect(wakes.withLock { $0 } == 2, "the other instance's commit was heard")
+        shutdown.request(graceSeconds: 1)
+        await listening.value
+    }
+}
