@@ -129,6 +129,19 @@ public struct Admission: Sendable {
     public var storedOrderingKey: String { orderingKey == eventKey ? "" : orderingKey }
 }
 
+extension HeaderFields {
+    /// Headers as ``Admission/archivedHeaders`` keeps them (a JSON array of `[name, value]` pairs); anything
+    /// else in the text is skipped.
+    public init(archived text: String) {
+        self.init()
+        for pair in (try? JSONParser.parse(text))?.arrayValue ?? [] {
+            if let items = pair.arrayValue, items.count == 2 {
+                append(name: items[0].stringValue ?? "", value: items[1].stringValue ?? "")
+            }
+        }
+    }
+}
+
 /// How the store took one admission.
 public enum AdmissionResult: Sendable, Hashable {
     /// New: queued (or dead-lettered) as event `eventID`.

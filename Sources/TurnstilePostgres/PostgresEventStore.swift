@@ -518,12 +518,7 @@ public final class PostgresEventStore: EventStore, Sendable {
                     """, [.integer(after), provider.map(PostgresValue.text) ?? .null, .real(since?.secondsSince1970 ?? -Double.greatestFiniteMagnitude)])
                 .rows.map { row in
                     after = row.int64(0)
-                    var headers = HeaderFields()
-                    for pair in (try? JSONParser.parse(row.text(4) ?? "[]"))?.arrayValue ?? [] {
-                        if let items = pair.arrayValue, items.count == 2 {
-                            headers.append(name: items[0].stringValue ?? "", value: items[1].stringValue ?? "")
-                        }
-                    }
+                    let headers = HeaderFields(archived: row.text(4) ?? "[]")
                     return Delivery(provider: row.text(1) ?? "", receivedAt: Instant(secondsSince1970: row.double(2)), headers: headers,
                                     body: row.bytes(5), path: row.isNull(3) ? nil : row.text(3))
                 }

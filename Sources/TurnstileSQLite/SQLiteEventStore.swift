@@ -578,12 +578,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                 var deliveries: [Delivery] = []
                 while try select.step() {
                     after = select.int64(0)
-                    var headers = HeaderFields()
-                    for pair in (try? JSONParser.parse(select.text(4) ?? "[]"))?.arrayValue ?? [] {
-                        if let items = pair.arrayValue, items.count == 2 {
-                            headers.append(name: items[0].stringValue ?? "", value: items[1].stringValue ?? "")
-                        }
-                    }
+                    let headers = HeaderFields(archived: select.text(4) ?? "[]")
                     deliveries.append(Delivery(provider: select.text(1) ?? "", receivedAt: Instant(secondsSince1970: select.double(2)),
                                                headers: headers, body: select.blob(5), path: select.isNull(3) ? nil : select.text(3)))
                 }
