@@ -144,6 +144,16 @@ public struct Secret: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension TurnstileConfig {
+    /// True when `postgres://user:password@host` spells a password.
+    public static func urlHasPassword(_ url: String) -> Bool {
+        guard let scheme = url.range(of: "://") else { return false }
+        let rest = url[scheme.upperBound...]
+        guard let at = rest.firstIndex(of: "@") else { return false }
+        let authority = rest[..<at]
+        return !authority.contains("/") && authority.contains(":")
+    }
+
+
     /// Loads, schema-checks and resolves the config at `path`.
     ///
     /// - Parameters:
@@ -250,7 +260,7 @@ struct ConfigReader {
             }
             config.postgresPoolSize = Int(postgres["pool_size"]?.numberValue?.int64Value ?? 8)
         }
-        if case .postgres(let url) = store, url.contains("password=") || Self.urlHasPassword(url) {
+        if case .postgres(let url) = store, url.contains("password=") || TurnstileConfig.urlHasPassword(url) {
             throw fail(.invalidValue, "the store URL carries a password; give it as postgres.password (env:NAME or file:PATH) instead",
                        at: "store")
         }
@@ -318,15 +328,6 @@ struct ConfigReader {
             limits.breakerCooldownSeconds = breaker["cooldown_seconds"]?.numberValue?.doubleValue ?? limits.breakerCooldownSeconds
         }
         return HandlerConfig(name: name, kind: kind, events: events, filter: filter, limits: limits)
-    }
-
-    /// True when `postgres://user:password@host` spells a password.
-    static func urlHasPassword(_ url: String) -> Bool {
-        guard let scheme = url.range(of: "://") else { return false }
-        let rest = url[scheme.upperBound...]
-        guard let at = rest.firstIndex(of: "@") else { return false }
-        let authority = rest[..<at]
-        return !authority.contains("/") && authority.contains(":")
     }
 
     /// A relative path is relative to the config file's folder.

@@ -70,7 +70,7 @@ public final class PostgresEventStore: EventStore, Sendable {
     // MARK: Connections
 
     @discardableResult
-    private func withConnection<T>(_ what: String, _ body: (PostgresConnection) throws -> T) throws(StoreError) -> T {
+    func withConnection<T>(_ what: String, _ body: (PostgresConnection) throws -> T) throws(StoreError) -> T {
         let box: PostgresConnectionBox
         do { box = try checkOut() } catch {
             throw StoreError(.unavailable, "\(what): \(error)")

@@ -8,7 +8,7 @@ struct BenchCommand: TurnstileCommand {
     static let spec = CommandSpec(
         name: "bench",
         abstract: "Print throughput figures next to raw-library references measured in the same run.",
-        usage: "bench verify [--runs N] [--seconds S] [--scheme NAME] | bench pipeline [--runs N] [--count N] [--replay N] | bench http-reference --listen HOST:PORT",
+        usage: "bench verify [--runs N] [--seconds S] [--scheme NAME] | bench pipeline [--runs N] [--count N] [--replay N] [--store postgres://…] | bench http-reference --listen HOST:PORT",
         options: [
             .option("runs", "N", help: "Measurements per figure; the median is printed (default 5 for verify, 3 for pipeline)."),
             .option("seconds", "S", help: "verify: rough length of one measurement in seconds (default 0.3)."),
@@ -16,6 +16,7 @@ struct BenchCommand: TurnstileCommand {
             .option("count", "N", help: "pipeline: deliveries per measurement (default 20000)."),
             .option("replay", "N", help: "pipeline: also time the replay command on N generated deliveries (default 100000; 0 skips)."),
             .option("listen", "HOST:PORT", help: "http-reference: where to listen (port 0 picks a free one)."),
+            .option("store", "URL", help: "pipeline: measure on this PostgreSQL database instead (a schema per run; password in PGPASSWORD)."),
         ],
         positionals: ("verify | pipeline | http-reference", true),
         discussion: """
@@ -36,6 +37,7 @@ struct BenchCommand: TurnstileCommand {
     let count: Int
     let replayCount: Int
     let listen: String?
+    let store: String?
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
         guard arguments.positionals.count == 1, let target = arguments.positionals.first,
@@ -44,6 +46,10 @@ struct BenchCommand: TurnstileCommand {
         }
         self.target = target
         listen = arguments.value("listen")
+        store = arguments.value("store")
+        if let store, !(store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) || TurnstileConfig.urlHasPassword(store) {
+            throw UsageError("--store takes a postgres:// URL without a password (give it in PGPASSWORD)")
+        }
         if target == "http-reference", listen == nil { throw UsageError("bench http-reference needs --listen HOST:PORT") }
         runs = try arguments.positiveInteger("runs") ?? (target == "verify" ? 5 : 3)
         count = try arguments.positiveInteger("count") ?? 20_000
@@ -67,7 +73,7 @@ struct BenchCommand: TurnstileCommand {
 
     func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
         if target == "pipeline" {
-            return try await PipelineBench(runs: runs, count: count, replayCount: replayCount, console: console).run()
+            return try await PipelineBench(runs: runs, count: count, replayCount: replayCount, postgresURL: store, console: console).run()
         }
         if target == "http-reference", let listen {
             return try await HTTPReferenceBench(listen: listen, console: console).run()

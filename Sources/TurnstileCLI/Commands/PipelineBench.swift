@@ -6,6 +6,7 @@ import TurnstileCore
 import TurnstileIngest
 import TurnstilePipeline
 import TurnstileSQLite
+import TurnstilePostgres
 
 /// `turnstile bench pipeline`: verify + dedup + durable enqueue on SQLite (synchronous=FULL), next to plain
 /// SQLite inserts of the same rows with the same batching, measured in the same run; then the real
@@ -14,6 +15,9 @@ struct PipelineBench {
     let runs: Int
     let count: Int
     let replayCount: Int
+    /// Measure on this PostgreSQL database (each run in a schema of its own, dropped after) instead of SQLite;
+    /// the password comes from libpq's own `PGPASSWORD`, never from argv.
+    let postgresURL: String?
     let console: any Console
 
     static let secret = "whsec_bench_pipeline_secret"
@@ -29,18 +33,19 @@ struct PipelineBench {
         let ingest = try Ingest(config: config)
         let deliveries = try Self.deliveries(count: count, ingest: ingest)
         let single = Array(deliveries.prefix(max(1, min(1_000, count / 10))))
-        console.err("bench pipeline: \(count) deliveries of 1 KB, \(runs) runs; SQLite \(SQLiteEventStore.libraryVersion), synchronous=FULL")
+        let engine = postgresURL == nil ? "SQLite \(SQLiteEventStore.libraryVersion), synchronous=FULL" : "PostgreSQL \(StoreLocation.postgres(url: postgresURL!))"
+        console.err("bench pipeline: \(count) deliveries of 1 KB, \(runs) runs; \(engine)")
 
         var batched: [(Double, Double)] = []
         var singles: [(Double, Double)] = []
         for run in 1...runs {
-            batched.append((try pipelineRate(deliveries, batch: 1_000, ingest: ingest, config: config, path: "\(folder)/p\(run).db"),
-                            try plainRate(deliveries, batch: 1_000, ingest: ingest, config: config, path: "\(folder)/b\(run).db")))
-            singles.append((try pipelineRate(single, batch: 1, ingest: ingest, config: config, path: "\(folder)/p1-\(run).db"),
-                            try plainRate(single, batch: 1, ingest: ingest, config: config, path: "\(folder)/b1-\(run).db")))
+            batched.append((try pipelineRate(deliveries, batch: 1_000, ingest: ingest, config: config, place: "\(folder)/p\(run).db"),
+                            try plainRate(deliveries, batch: 1_000, ingest: ingest, config: config, place: "\(folder)/b\(run).db")))
+            singles.append((try pipelineRate(single, batch: 1, ingest: ingest, config: config, place: "\(folder)/p1-\(run).db"),
+                            try plainRate(single, batch: 1, ingest: ingest, config: config, place: "\(folder)/b1-\(run).db")))
             console.err("  run \(run)/\(runs) done")
         }
-        console.out("Deliveries per second into SQLite, synchronous=FULL (median of \(runs) runs)")
+        console.out("Deliveries per second into \(engine) (median of \(runs) runs)")
         console.out(pad("transaction batching", 24) + pad("pipeline", 12) + pad("plain inserts", 15) + "pipeline / plain")
         for (name, samples) in [("1000 per transaction", batched), ("1 per transaction", singles)] {
             let pipeline = median(samples.map(\.0))
@@ -48,14 +53,23 @@ struct PipelineBench {
             let ratios = median(samples.map { $0.0 / $0.1 })
             console.out(pad(name, 24) + pad(format(pipeline), 12) + pad(format(plain), 15) + "\(Int((ratios * 100).rounded()))%")
         }
-        if replayCount > 0 {
+        if replayCount > 0 && postgresURL == nil {
             try replayFigures(folder: folder)
         }
         return ExitStatus.success
     }
 
-    private func pipelineRate(_ deliveries: [Delivery], batch: Int, ingest: Ingest, config: TurnstileConfig, path: String) throws -> Double {
-        let store = try SQLiteEventStore(path: path)
+    /// A fresh store for one measurement: a SQLite file at `place`, or a new schema of the PostgreSQL database
+    /// (dropped by `cleanUp`).
+    private func freshStore(_ place: String) throws -> (store: any EventStore, cleanUp: () -> Void) {
+        guard let url = postgresURL else { return (try SQLiteEventStore(path: place), {}) }
+        let (store, schema) = try PostgresEventStore.inFreshSchema(url: url, password: nil)
+        return (store, { PostgresEventStore.dropSchema(schema, url: url, password: nil) })
+    }
+
+    private func pipelineRate(_ deliveries: [Delivery], batch: Int, ingest: Ingest, config: TurnstileConfig, place: String) throws -> Double {
+        let (store, cleanUp) = try freshStore(place)
+        defer { cleanUp() }
         let pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
         let watch = Stopwatch()
         var accepted = 0
@@ -72,11 +86,13 @@ struct PipelineBench {
         return rate
     }
 
-    private func plainRate(_ deliveries: [Delivery], batch: Int, ingest: Ingest, config: TurnstileConfig, path: String) throws -> Double {
-        let store = try SQLiteEventStore(path: path)
+    private func plainRate(_ deliveries: [Delivery], batch: Int, ingest: Ingest, config: TurnstileConfig, place: String) throws -> Double {
+        let (store, cleanUp) = try freshStore(place)
+        defer { cleanUp() }
         let admissions = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
             .admissions(for: deliveries)
-        return try store.plainInsertRate(admissions, batchSize: batch)
+        if let postgres = store as? PostgresEventStore { return try postgres.plainInsertRate(admissions, batchSize: batch) }
+        return try (store as! SQLiteEventStore).plainInsertRate(admissions, batchSize: batch)
     }
 
     /// Times the real binary: `replay` of generated files, without and with dispatch, and its peak RSS.
