@@ -101,6 +101,8 @@ final class PostgresConnection {
             throw PostgresError(sqlState: nil, message: "cannot connect: \(message)")
         }
         handle = pointer
+        // The server's NOTICEs ("relation already exists, skipping") would go to stderr, between log lines.
+        PQsetNoticeProcessor(pointer, { _, _ in }, nil)
         _ = try? execute("SET TIME ZONE 'UTC'")
     }
 
