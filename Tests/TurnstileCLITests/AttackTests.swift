@@ -286,12 +286,19 @@ import TurnstileTestSupport
         let config = try TemporaryConfig(handlerPath: "/dev/full", extra: #","listen":"127.0.0.1:0","queue_bound":2"#)
         let server = try RunningServer(config: config)
         defer { _ = server.stop() }
+        func depth() throws -> Int? {
+            let client = try RawClient(port: server.port)
+            client.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            return (client.responses(1).first?.body ?? "").split(separator: "\n").first { $0.hasPrefix("turnstile_queue_depth ") }
+                .flatMap { Int($0.split(separator: " ").last ?? "") }
+        }
         var statuses: [Int] = []
         for index in 0..<4 {
             let client = try RawClient(port: server.port)
             client.send(httpRequest(for: try signedDelivery("github", #"{"bound":\#(index)}"#, id: "bound-\(index)")))
             statuses.append(client.responses(1).first?.status ?? 0)
-            usleep(600_000)  // The depth gauge is read every 250 ms.
+            // The gate reads the depth gauge, refreshed every 250 ms: wait until it has seen this delivery.
+            for _ in 0..<200 where (try depth() ?? 0) < min(index + 1, 3) { usleep(50_000) }
         }
         #expect(statuses == [200, 200, 200, 503])
     }
