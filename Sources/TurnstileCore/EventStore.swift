@@ -42,8 +42,9 @@ public protocol EventStore: Sendable {
     @discardableResult
     func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool
 
-    /// The earliest instant any queued event becomes due (nil when the queue is empty).
-    func nextDue() throws(StoreError) -> Instant?
+    /// The earliest instant a delivery of one of `handlers`, or an event not routed yet, becomes due (nil when
+    /// there is none). Deliveries of other handlers (held by a breaker or a rate limit) do not count.
+    func nextDue(handlers: [String]) throws(StoreError) -> Instant?
 
     /// Deliveries to handlers waiting or leased, plus events not routed yet.
     func queueDepth() throws(StoreError) -> Int

@@ -236,10 +236,12 @@ public final class Dispatcher: Sendable {
         return round
     }
 
-    /// The earliest instant a delivery of one of `handlers` (or an unrouted event) becomes due.
+    /// The earliest instant a delivery of one of `handlers` (or an unrouted event) becomes due: deliveries of
+    /// handlers held by their gate do not count, or an open breaker's due deliveries would keep the loop from
+    /// sleeping (the gate's own opening is waited for instead).
     private func nextDue(startable handlers: [String]) async throws(StoreError) -> Instant? {
         guard !handlers.isEmpty else { return nil }
-        return try await executor.run { [store] () throws(StoreError) in try store.nextDue() }
+        return try await executor.run { [store] () throws(StoreError) in try store.nextDue(handlers: handlers) }
     }
 
     /// Runs one handler's leased batch to the end: its calls (at most its concurrency at once), its commit,
@@ -294,11 +296,11 @@ public final class Dispatcher: Sendable {
             let fenced = try await executor.run { [store] () throws(StoreError) -> Int in
                 var lost = done.count - (try store.complete(done))
                 for plan in plans {
-                    let held = switch plan.action {
+                    let stillHeld = switch plan.action {
                     case .deadLetter(let reason): try store.deadLetter(plan.event.lease, reason: reason, error: plan.message, now: now)
                     case .retry(let at): try store.retry(plan.event.lease, at: at, error: plan.message)
                     }
-                    if !held { lost += 1 }
+                    if !stillHeld { lost += 1 }
                 }
                 return lost
             }

@@ -414,9 +414,12 @@ public final class PostgresEventStore: EventStore, Sendable {
         try db.query("DELETE FROM turnstile_events WHERE id = $1", [.integer(id)])
     }
 
-    public func nextDue() throws(StoreError) -> Instant? {
+    public func nextDue(handlers: [String]) throws(StoreError) -> Instant? {
         try withConnection("next due") { db in
-            let row = try db.query("SELECT MIN(GREATEST(available_at, COALESCE(lease_until, 0))) FROM turnstile_events").rows.first
+            let row = try db.query("""
+                SELECT MIN(GREATEST(available_at, COALESCE(lease_until, 0))) FROM turnstile_events
+                WHERE handler = '' OR handler = ANY($1::TEXT[])
+                """, [.text(Self.textArray(handlers))]).rows.first
             guard let row, !row.isNull(0) else { return nil }
             return Instant(secondsSince1970: row.double(0))
         }

@@ -443,9 +443,13 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         try db.prepare("DELETE FROM events WHERE id = ?").bind(.integer(id)).run()
     }
 
-    public func nextDue() throws(StoreError) -> Instant? {
+    public func nextDue(handlers: [String]) throws(StoreError) -> Instant? {
         try withConnection("next due") { db in
-            let select = try db.prepare("SELECT MIN(MAX(available_at, COALESCE(lease_until, 0))) FROM events")
+            let select = try db.prepare("""
+                SELECT MIN(MAX(available_at, COALESCE(lease_until, 0))) FROM events
+                WHERE handler = '' OR handler IN (SELECT value FROM json_each(?))
+                """)
+            try select.bind(.text(JSONValue.array(handlers.map(JSONValue.string)).serialized()))
             defer { select.reset() }
             guard try select.step(), !select.isNull(0) else { return nil }
             return Instant(secondsSince1970: select.double(0))

@@ -171,7 +171,7 @@ struct FailingStore: EventStore {
     func renew(_ leases: [Lease], until: Instant) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func retry(_ lease: Lease, at: Instant, error: String) throws(StoreError) -> Bool { throw StoreError(.unavailable, "x") }
     func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool { throw StoreError(.unavailable, "x") }
-    func nextDue() throws(StoreError) -> Instant? { throw StoreError(.unavailable, "x") }
+    func nextDue(handlers: [String]) throws(StoreError) -> Instant? { throw StoreError(.unavailable, "x") }
     func queueDepth() throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter] { throw StoreError(.unavailable, "x") }
     func deadLetterCount() throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }

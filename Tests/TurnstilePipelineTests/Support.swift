@@ -155,7 +155,7 @@ final class SwitchableStore: EventStore, @unchecked Sendable {
     func deadLetter(_ lease: Lease, reason: Reason, error: String, now: Instant) throws(StoreError) -> Bool {
         try gate(); return try base.deadLetter(lease, reason: reason, error: error, now: now)
     }
-    func nextDue() throws(StoreError) -> Instant? { try gate(); return try base.nextDue() }
+    func nextDue(handlers: [String]) throws(StoreError) -> Instant? { try gate(); return try base.nextDue(handlers: handlers) }
     func queueDepth() throws(StoreError) -> Int { try gate(); return try base.queueDepth() }
     func deadLetterCount() throws(StoreError) -> Int { try gate(); return try base.deadLetterCount() }
     func deadLetters(limit: Int) throws(StoreError) -> [DeadLetter] { try gate(); return try base.deadLetters(limit: limit) }

@@ -129,7 +129,10 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
         let rescued = try store.lease(handler: "a", limit: 10, owner: "other", now: t0.adding(seconds: 31), leaseSeconds: 30)
         #expect(rescued.map(\.id) == first.map(\.id))
         #expect(rescued.first?.attempt == 2)
-        #expect(try store.nextDue() != nil)
+        #expect(try store.nextDue(handlers: ["a"]) == t0.adding(seconds: 61))
+        // Only the handlers asked about count: b's delivery is leased until t0+30.
+        #expect(try store.nextDue(handlers: ["b"]) == t0.adding(seconds: 30))
+        #expect(try store.nextDue(handlers: ["c"]) == nil, "other handlers' deliveries do not count")
     }
 
     /// A worker paused past its lease (a GC pause, SIGSTOP) comes back after another took the delivery over:
