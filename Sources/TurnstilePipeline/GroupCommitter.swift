@@ -33,7 +33,10 @@ public final class GroupCommitter: Sendable {
             defer { state.started = true }
             return !state.started
         }
-        guard first else { return }
+        if first { spawnWriter() }
+    }
+
+    private func spawnWriter() {
         // Named from inside: Foundation on Linux names the OS thread (as `top -H` and perf show it) only then.
         Thread { [self] in
             Thread.current.name = "ts-commit"
@@ -53,14 +56,17 @@ public final class GroupCommitter: Sendable {
     public func submit(_ delivery: Delivery, now: Instant? = nil, completion: @escaping Completion) {
         let prepared = pipeline.prepare(delivery, now: now)
         guard prepared.admission != nil else { return completion(prepared.verdict) }
-        if !state.withLock({ $0.started }) { start() }
-        let (accepted, wakeWriter) = state.withLock { state -> (Bool, Bool) in
-            guard !state.stopped else { return (false, false) }
+        let (accepted, wakeWriter, startWriter) = state.withLock { state -> (Bool, Bool, Bool) in
+            guard !state.stopped else { return (false, false, false) }
+            // The first submission starts the writer when no service did (a library host calling receive).
+            let first = !state.started
+            state.started = true
             state.queue.append(Waiting(prepared: prepared, completion: completion))
             // The writer takes the whole queue after each commit, so only a writer that sleeps needs waking.
             defer { state.writerIdle = false }
-            return (true, state.writerIdle)
+            return (true, state.writerIdle, first)
         }
+        if startWriter { spawnWriter() }
         if wakeWriter { wake.signal() }
         if !accepted {
             var verdict = prepared.verdict

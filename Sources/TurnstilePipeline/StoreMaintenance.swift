@@ -87,7 +87,7 @@ public struct StoreMaintenance: Service {
                     pruning.failed(error, "retried in a minute")
                 }
             }
-            await WakeSignal().wait(seconds: 0.25)
+            try? await Task.sleep(nanoseconds: 250_000_000)
         }
     }
 }

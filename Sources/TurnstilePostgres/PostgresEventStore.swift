@@ -109,15 +109,10 @@ public final class PostgresEventStore: EventStore, Sendable {
     }
 
     private func checkIn(_ box: PostgresConnectionBox) {
-        let surplus = idle.withLock { state -> Bool in
-            guard state.connections.count < maximumConnections else {
-                state.open -= 1
-                return true
-            }
-            state.connections.append(box)
-            return false
+        // Beyond the pool's size the connection is closed (when the box is released).
+        idle.withLock { state in
+            if state.connections.count < maximumConnections { state.connections.append(box) } else { state.open -= 1 }
         }
-        _ = surplus
     }
 
     private func discard() {

@@ -5,7 +5,7 @@ import TurnstileSync
 
 /// Flags and gauges shared by the routes and the services of a ``WebhookServer``.
 final class ServerState: Sendable {
-    private let flags = Locked<(shuttingDown: Bool, dispatchStopped: Bool, queueDepth: Int, deadLetters: Int?)>((false, false, 0, nil))
+    private let flags = Locked<(shuttingDown: Bool, queueDepth: Int, deadLetters: Int?)>((false, 0, nil))
     private let counter = Locked<(@Sendable () -> Int)?>(nil)
     private let handlers = Locked<[String: (backlog: Int, breaker: Int)]>([:])
 
@@ -13,7 +13,6 @@ final class ServerState: Sendable {
     func setHandlerGauges(_ gauges: [String: (backlog: Int, breaker: Int)]) { handlers.withLock { $0 = gauges } }
 
     var shuttingDown: Bool { flags.withLock { $0.shuttingDown } }
-    var dispatchStopped: Bool { flags.withLock { $0.dispatchStopped } }
     /// As last read by the maintenance loop (the request path never waits on the store for it).
     var queueDepth: Int { flags.withLock { $0.queueDepth } }
     var deadLetters: Int? { flags.withLock { $0.deadLetters } }
@@ -28,7 +27,6 @@ final class ServerState: Sendable {
     var openConnections: Int { counter.withLock { $0?() ?? 0 } }
 
     func beginShutdown() { flags.withLock { $0.shuttingDown = true } }
-    func stopDispatch() { flags.withLock { $0.dispatchStopped = true } }
     func setConnectionCounter(_ read: @escaping @Sendable () -> Int) { counter.withLock { $0 = read } }
 }
 
@@ -43,8 +41,8 @@ struct WebhookRoutes: Sendable {
     private static let unavailable = #"{"outcome":"rejected","reason":"store_unavailable"}"#
 
     /// Called on an event loop thread. A delivery is verified right here and handed to the group-commit
-    /// writer, whose commit sends the answer (built back on the loop thread); anything that may wait on the
-    /// store or a handler (`/healthz`, `/metrics`, an inbound call's answer) runs on a task.
+    /// writer, whose commit sends the answer (built back on the loop thread); an inbound call's answer, which
+    /// waits on its responder, comes from a task. `/healthz` and `/metrics` answer from memory.
     func handle(_ request: HTTPRequest, writer: HTTPResponseWriter) {
         let path = request.path
         guard path.hasPrefix("/webhooks/") else { return writer.respond(respond(to: request)) }
