@@ -316,7 +316,8 @@ struct ConfigReader {
         }
         let events = entry["events"]?.arrayValue?.compactMap(\.stringValue)
         if events == nil && type != "swift" { throw fail(.invalidValue, "a \(type) handler needs events", at: "\(path).events") }
-        let filter = try PayloadFilter.read(entry["filter"], field: "\(path).filter")
+        let filter: PayloadFilter
+        do { filter = try PayloadFilter.read(entry["filter"], field: "\(path).filter") } catch { throw error.located(file: file) }
         var limits = HandlerLimits()
         limits.concurrency = entry["concurrency"]?.numberValue?.int64Value.map { Int($0) }
         if let rate = entry["rate_limit"] {

@@ -127,6 +127,8 @@ func write(_ text: String, to path: String) throws {
         #expect(error(#"{"name":"a b","type":"exec","command":["/bin/true"],"events":["*"]}"#)?.field == "handlers[0].name")
         #expect(error(#"{"name":"run","type":"exec","command":["/bin/true"],"events":["*"],"filter":[{"path":"a.","equals":1}]}"#)?.field
                 == "handlers[0].filter[0].path")
+        #expect(error(#"{"name":"run","type":"exec","command":["/bin/true"],"events":["*"],"filter":[{"path":"a.","equals":1}]}"#)?.file?
+                .hasSuffix("turnstile.json") == true, "a filter error names the file too")
         #expect(error(#"{"name":"run","type":"exec","command":["/bin/true"],"events":["*"],"rate_limit":{"burst":3}}"#)?.field
                 == "handlers[0].rate_limit.per_second")
         #expect(error(#"{"name":"run","type":"exec","command":["/bin/true"],"events":["*"],"breaker":{"failures":0}}"#)?.field
