@@ -192,10 +192,9 @@ public final class Dispatcher: Sendable {
         var nextGateOpening: Instant? = nil
     }
 
-    /// Routes waiting events, then leases a batch for every handler below its concurrency that its gate lets
-    /// start, and hands each batch to `start`. An idle handler leases up to `batch_size` (run by `concurrency`
-    /// calls at once, committed together); a handler with deliveries in flight leases only what its
-    /// concurrency has room for, so calls at once never exceed it and a slow handler still uses all of it.
+    /// Routes waiting events, then leases a batch for every idle handler that its gate lets start, and hands
+    /// each batch to `start`: up to `batch_size` deliveries, run by at most `concurrency` calls at once and
+    /// committed together.
     private func startRound(_ start: (Batch) -> Void) async throws(StoreError) -> RoundStart {
         let registry = self.registry
         let limit = settings.batchSize
@@ -207,12 +206,10 @@ public final class Dispatcher: Sendable {
             let now = clock.now()
             let concurrency = max(1, entry.limits.concurrency ?? settings.concurrency)
             let (allowance, room) = gates.withLock { state -> (Int, Int) in
-                let busy = state.inFlight[entry.name, default: 0]
-                guard busy < concurrency else { return (-1, 0) }
-                // One probe at a time while the breaker is half open.
-                if state.gates[entry.name]?.breaker == .probing && busy > 0 { return (-1, 0) }
-                let cap = busy == 0 ? limit : concurrency - busy
-                return (state.gates[entry.name, default: HandlerGate(limits: entry.limits)].allowance(now: now, batch: cap), concurrency - busy)
+                // One batch of a handler at a time: its commit (the jsonl handler's fsync) is the durability
+                // barrier of the whole batch, and a second batch's commit would take the first one's lines.
+                guard state.inFlight[entry.name, default: 0] == 0 else { return (-1, 0) }
+                return (state.gates[entry.name, default: HandlerGate(limits: entry.limits)].allowance(now: now, batch: limit), concurrency)
             }
             if allowance < 0 { continue }
             if allowance == 0 {

@@ -104,6 +104,9 @@ final class PostgresConnection {
         // The server's NOTICEs ("relation already exists, skipping") would go to stderr, between log lines.
         PQsetNoticeProcessor(pointer, { _, _ in }, nil)
         _ = try? execute("SET TIME ZONE 'UTC'")
+        // Our transactions are short: one left open (a process paused or killed mid-transaction) is ended by the
+        // server after 5 s, so its row and advisory locks do not hold other instances up.
+        _ = try? execute("SET idle_in_transaction_session_timeout = '5s'")
     }
 
     deinit { PQfinish(handle) }

@@ -152,15 +152,17 @@ final class Instance: @unchecked Sendable {
         guard let (paths, folder) = try configs(2, handlers: { _, folder in slowHandler(folder) }, leaseSeconds: 2) else { return }
         let a = try Instance(config: paths[0], log: folder + "/a.log")
         for index in 0..<3 { #expect(try a.post(try signedGitHub(index, folder: folder))?.status == 200) }
-        #expect(waitUntil(30) { runs(folder, "start").count == 3 }, "A leased all three and started its handler")
+        #expect(waitUntil(30) { !runs(folder, "start").isEmpty }, "A leased and started its handler")
+        let startedAtA = Set(runs(folder, "start").map { $0.split(separator: ".")[1] })
         kill(a.pid, SIGKILL)
         a.process.waitUntilExit()
         let b = try Instance(config: paths[1], log: folder + "/b.log")
         // B takes the three over once A's leases expire, runs them, and the queue empties.
-        #expect(try waitUntil(60) { (try b.queueDepth()) == 0 && runs(folder, "start").count >= 6 }, "\(b.log.suffix(1_500))")
-        // Each event started at A (killed mid-call) and again at B.
+        #expect(try waitUntil(60) { (try b.queueDepth()) == 0 && runs(folder, "done").count >= 3 }, "\(b.log.suffix(1_500))")
+        // Every event ran, and those A had started when it was killed ran again at B.
         let starts = Dictionary(grouping: runs(folder, "start"), by: { $0.split(separator: ".")[1] }).mapValues(\.count)
-        #expect(starts.count == 3 && starts.values.allSatisfy { $0 >= 2 }, "\(starts)")
+        #expect(starts.count == 3, "\(starts)")
+        #expect(startedAtA.allSatisfy { (starts[$0] ?? 0) >= 2 }, "\(starts)")
         #expect(b.stop() == 0)
     }
 
@@ -168,11 +170,11 @@ final class Instance: @unchecked Sendable {
         guard let (paths, folder) = try configs(2, handlers: { _, folder in slowHandler(folder) }, leaseSeconds: 2) else { return }
         let a = try Instance(config: paths[0], log: folder + "/a.log")
         for index in 0..<2 { #expect(try a.post(try signedGitHub(index, folder: folder))?.status == 200) }
-        #expect(waitUntil(30) { runs(folder, "start").count == 2 })
+        #expect(waitUntil(30) { !runs(folder, "start").isEmpty })
         // A stops mid-dispatch, past its lease; B takes the events over and finishes them.
         kill(a.pid, SIGSTOP)
         let b = try Instance(config: paths[1], log: folder + "/b.log")
-        #expect(try waitUntil(60) { (try b.queueDepth()) == 0 && runs(folder, "done").count >= 4 }, "\(b.log.suffix(1_500))")
+        #expect(try waitUntil(60) { (try b.queueDepth()) == 0 && runs(folder, "done").count >= 3 }, "\(b.log.suffix(1_500))")
         // A wakes, its handler calls have long ended, and its completions find the leases gone.
         kill(a.pid, SIGCONT)
         #expect(waitUntil(30) { a.log.contains("leases lost before their results were stored") }, "\(a.log.suffix(1_500))")
