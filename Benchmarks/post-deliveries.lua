@@ -4,7 +4,8 @@
 -- OpenSSL's HMAC through LuaJIT's FFI. The request is built in one C buffer and only its id digits and
 -- signature change, so the client spends about as little per request as one reading a prepared pool,
 -- while a run of any length sends only new deliveries and wrk starts at once.
--- Environment: SECRET (the shared secret), TARGET_PATH (default /webhooks/github).
+-- Environment: SECRET (the shared secret), TARGET_PATH (default /webhooks/github), RUN_SALT (a number that
+-- keeps the deliveries of wrk processes started in the same second apart; default 0).
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct evp_md_st EVP_MD;
@@ -29,7 +30,8 @@ function init(args)
    local path = os.getenv("TARGET_PATH") or "/webhooks/github"
    counter = 0
    -- A run-unique prefix keeps deliveries of separate runs against one store distinct too.
-   run = string.format("%08x", (os.time() * 16 + id) % 0xffffffff)
+   local salt = tonumber(os.getenv("RUN_SALT") or "0") or 0
+   run = string.format("%08x", (os.time() * 16 + id + salt * 1000003) % 0xffffffff)
    local placeholder_id = string.rep("0", id_width)
    local head = '{"ref":"refs/heads/main","delivery":"' .. placeholder_id .. '","padding":"'
    local body = head .. string.rep("x", 1024 - #head - 2) .. '"}'

@@ -1,14 +1,27 @@
-/// What the pipeline stores, behind one protocol that the embedded SQLite store and the shared
-/// PostgreSQL store implement with the same semantics. The pipeline's logic knows no SQL.
+/// What the pipeline stores, behind protocols split by concern that the embedded SQLite store and the shared
+/// PostgreSQL store implement with the same semantics (one conformance suite runs against both). The
+/// pipeline's logic knows no SQL and no storage format.
 ///
-/// Every method is one transaction. Implementations are safe to call from any thread.
-public protocol EventStore: Sendable {
-    /// Admits verified deliveries in order, all in ONE transaction: for each, insert-if-absent its signature
-    /// nonce and its event nonce, then append the event to the queue (or to the dead letters when it is
-    /// already known to be undeliverable) and the raw delivery to the archive. Nothing is acknowledged
-    /// until this returns.
-    func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult]
+/// Concurrency model: every method is one transaction and blocks until it is done. Implementations are safe
+/// to call from any thread, but callers run them only on threads of their own (``BlockingExecutor``s), never
+/// on Swift's cooperative pool: a store that waits for a disk or a server must not hold a pool thread.
+///
+/// Every mutation takes the instant it acts at (`now`), so tests drive time with a manual clock. Leases are
+/// fenced: completing, retrying or dead-lettering names the ``Lease`` held, and does nothing when another
+/// worker has taken the delivery since. Errors are ``StoreError``s saying whether a retry may succeed.
+public typealias EventStore = AdmissionStore & QueueStore & DeadLetterStore & ArchiveStore & AnswerStore & MaintainedStore
 
+/// Admission: the nonce table (the replay guard) and the queue and archive rows a new event adds.
+public protocol AdmissionStore: Sendable {
+    /// Admits verified deliveries in order, all in ONE transaction: for each, insert-if-absent its signature
+    /// nonce and its event nonce (a nonce that expired before `now` counts as absent), then append the event to
+    /// the queue (or to the dead letters when it is already known to be undeliverable) and the raw delivery to
+    /// the archive. Nothing is acknowledged until this returns.
+    func admit(_ batch: [Admission], now: Instant) throws(StoreError) -> [AdmissionResult]
+}
+
+/// The queue: events routed to their handlers, leased, completed, retried or given up on.
+public protocol QueueStore: Sendable {
     /// Routes up to `limit` due events that have not met their handlers yet, oldest first and in order per
     /// ordering key: each becomes one delivery per handler name `route` returns (none: it is done), each
     /// with its own attempts, backoff, error and dead letter. Returns how many events were routed.
@@ -48,7 +61,10 @@ public protocol EventStore: Sendable {
 
     /// Deliveries to handlers waiting or leased, plus events not routed yet.
     func queueDepth() throws(StoreError) -> Int
+}
 
+/// Dead letters: deliveries that will not be dispatched until someone re-queues them.
+public protocol DeadLetterStore: Sendable {
     /// How many dead letters there are.
     func deadLetterCount() throws(StoreError) -> Int
 
@@ -58,7 +74,17 @@ public protocol EventStore: Sendable {
     /// Puts dead letters back on the queue (all of them when `ids` is nil), with their attempts reset.
     /// Returns how many were re-queued.
     func requeueDeadLetters(_ ids: [Int64]?, now: Instant) throws(StoreError) -> Int
+}
 
+/// The archive: every admitted raw delivery, as received.
+public protocol ArchiveStore: Sendable {
+    /// Calls `body` with each archived raw delivery in arrival order, optionally only one provider's and
+    /// only those received at or after `since`. Reads in pages, so memory stays flat.
+    func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws
+}
+
+/// Inbound answers: the first answer given to each request/response event.
+public protocol AnswerStore: Sendable {
     /// Keeps the first answer given to a request/response event (Synthflow's inbound call) and returns the
     /// answer that is kept: `answer` when none was stored yet, else the stored one. Repeats of one request so
     /// get one answer, across restarts and receivers.
@@ -66,21 +92,21 @@ public protocol EventStore: Sendable {
 
     /// The answer kept for an event, if any.
     func keptAnswer(provider: String, eventKey: String) throws(StoreError) -> String?
+}
 
+/// Maintenance: the health probe and retention. Safe to run from several instances at once.
+public protocol MaintainedStore: Sendable {
     /// Proves the store takes writes now by committing a one-row write of its own: it fails, as an admission
     /// would, while the store is read-only, full or locked past its timeout. `/healthz` and start-up use it.
     func checkWritable(now: Instant) throws(StoreError)
 
-    /// Deletes nonces that expired before `now`; returns how many.
+    /// Removes nonces that expired before `now` (a store may keep some a little longer, until all of their
+    /// time partition has expired); returns how many were removed.
     func pruneNonces(now: Instant) throws(StoreError) -> Int
 
-    /// Deletes archived deliveries received before `cutoff`, except those a queued event or a dead letter
-    /// still reads its body from; returns how many.
+    /// Removes archived deliveries received before `cutoff`; a queued event or a dead letter keeps its body.
+    /// Returns how many were removed.
     func pruneArchive(receivedBefore cutoff: Instant) throws(StoreError) -> Int
-
-    /// Calls `body` with each archived raw delivery in arrival order, optionally only one provider's and
-    /// only those received at or after `since`. Reads in pages, so memory stays flat.
-    func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws
 }
 
 /// One verified delivery to admit.
@@ -95,11 +121,8 @@ public struct Admission: Sendable {
     public var signature: [UInt8]
     public var signatureExpiresAt: Instant
     public var eventExpiresAt: Instant
-    /// The raw delivery, archived as received.
+    /// The raw delivery, archived as received (each store keeps its headers in a format of its own).
     public let delivery: Delivery
-    /// The delivery's headers as the archive keeps them: a JSON array of `[name, value]` pairs, in order.
-    /// Made with the admission (on the caller's task), not inside the store's write transaction.
-    public let archivedHeaders: String
     public var signedAt: Instant?
     /// When set, the event goes straight to the dead letters with this reason (a payload that breaks its schema).
     public var deadLetter: (reason: Reason, message: String)?
@@ -118,7 +141,6 @@ public struct Admission: Sendable {
         self.signatureExpiresAt = signatureExpiresAt
         self.eventExpiresAt = eventExpiresAt
         self.delivery = delivery
-        self.archivedHeaders = JSONValue.array(delivery.headers.map { .array([.string($0.name), .string($0.value)]) }).serialized()
         self.signedAt = signedAt
         self.deadLetter = deadLetter
         self.reprocess = reprocess
@@ -128,19 +150,6 @@ public struct Admission: Sendable {
     /// no order to keep with other events), so that it stays out of the ordering index. A re-processed copy
     /// of such an event may then run beside its original if that is still queued: at least once allows it.
     public var storedOrderingKey: String { orderingKey == eventKey ? "" : orderingKey }
-}
-
-extension HeaderFields {
-    /// Headers as ``Admission/archivedHeaders`` keeps them (a JSON array of `[name, value]` pairs); anything
-    /// else in the text is skipped.
-    public init(archived text: String) {
-        self.init()
-        for pair in (try? JSONParser.parse(text))?.arrayValue ?? [] {
-            if let items = pair.arrayValue, items.count == 2 {
-                append(name: items[0].stringValue ?? "", value: items[1].stringValue ?? "")
-            }
-        }
-    }
 }
 
 /// How the store took one admission.
@@ -241,27 +250,35 @@ public struct DeadLetter: Sendable, Hashable {
 }
 
 /// A store failure: the sender must not be told its delivery was kept.
-public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct StoreError: Error, Sendable, CustomStringConvertible {
     public struct Code: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
         public let rawValue: String
         public init(rawValue: String) { self.rawValue = rawValue }
         public var description: String { rawValue }
 
-        /// The store cannot be reached or written (busy past its timeout, disk full, I/O error).
+        /// The store cannot be reached or written now (busy past its timeout, a serialization failure, a lost
+        /// connection, disk full, I/O error): a later try may succeed.
         public static let unavailable = Code(rawValue: "store_unavailable")
-        /// The store's files or schema are not what this version expects.
+        /// The store's files or schema are not what this version expects (a schema newer than this code).
         public static let incompatible = Code(rawValue: "store_incompatible")
-        /// A bug: the store was used in a way it does not allow.
+        /// A bug: the store was used in a way it does not allow (a constraint broken, a statement refused).
         public static let misuse = Code(rawValue: "store_misuse")
     }
 
     public let code: Code
+    /// What was being done and what went wrong, with no secret in it.
     public let message: String
+    /// The engine's own error (a `SQLiteError`, a `PostgresError`), when there was one.
+    public let cause: (any Error & Sendable)?
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, cause: (any Error & Sendable)? = nil) {
         self.code = code
         self.message = message
+        self.cause = cause
     }
+
+    /// Whether trying again later may succeed: the sender gets a 503 with `Retry-After`, a loop tries again.
+    public var isTransient: Bool { code == .unavailable }
 
     public var description: String { "\(code): \(message)" }
 }

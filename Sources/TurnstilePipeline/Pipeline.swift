@@ -103,34 +103,50 @@ public struct Pipeline: Sendable {
         var verdicts = prepared.map(\.verdict)
         var admissions: [Admission] = []
         var positions: [Int] = []
+        var instants: [Instant] = []
         for (index, item) in prepared.enumerated() {
             if let admission = item.admission {
                 admissions.append(admission)
                 positions.append(index)
+                instants.append(item.judgedAt)
             }
         }
         guard !admissions.isEmpty else { return verdicts }
-        do {
-            let results = try store.admit(admissions)
-            for (position, result) in zip(positions, results) {
-                switch result {
-                case .accepted(let eventID):
-                    verdicts[position].eventID = eventID
-                case .duplicate(let reason, let requeued):
-                    verdicts[position].outcome = .duplicate
-                    verdicts[position].reason = reason
-                    verdicts[position].eventID = requeued
-                    verdicts[position].deadLettered = false
-                    verdicts[position].detail = nil
+        // One transaction per run of deliveries judged within a second of each other (all of a `serve` batch;
+        // a replay of fixtures recorded at different times becomes several), each admitted at the run's latest
+        // instant, so that a nonce's expiry is judged at the time its delivery was.
+        var start = 0
+        while start < admissions.count {
+            var end = start + 1
+            var latest = instants[start]
+            while end < admissions.count, instants[end] >= instants[start], instants[end].secondsSince1970 - instants[start].secondsSince1970 <= 1 {
+                latest = max(latest, instants[end])
+                end += 1
+            }
+            do {
+                let results = try store.admit(Array(admissions[start..<end]), now: latest)
+                for (position, result) in zip(positions[start..<end], results) {
+                    switch result {
+                    case .accepted(let eventID):
+                        verdicts[position].eventID = eventID
+                    case .duplicate(let reason, let requeued):
+                        verdicts[position].outcome = .duplicate
+                        verdicts[position].reason = reason
+                        verdicts[position].eventID = requeued
+                        verdicts[position].deadLettered = false
+                        verdicts[position].detail = nil
+                    }
                 }
+            } catch {
+                // Nothing of this run or of any later one was kept.
+                for position in positions[start...] {
+                    verdicts[position] = DeliveryVerdict(outcome: .rejected, reason: .storeUnavailable, eventType: verdicts[position].eventType,
+                                                         eventKey: verdicts[position].eventKey, detail: error.message)
+                }
+                health?.recordFailure(error)
+                return verdicts
             }
-        } catch {
-            for position in positions {
-                verdicts[position] = DeliveryVerdict(outcome: .rejected, reason: .storeUnavailable, eventType: verdicts[position].eventType,
-                                                     eventKey: verdicts[position].eventKey, detail: error.message)
-            }
-            health?.recordFailure(error)
-            return verdicts
+            start = end
         }
         health?.recordSuccess()
         return verdicts
@@ -148,7 +164,8 @@ public struct Pipeline: Sendable {
         let instant = now ?? original.receivedAt ?? clock.now()
         switch ingest.verify(original, now: instant) {
         case .failure(let rejection):
-            return PreparedDelivery(verdict: DeliveryVerdict(outcome: .rejected, reason: rejection.reason, detail: rejection.detail), admission: nil)
+            return PreparedDelivery(verdict: DeliveryVerdict(outcome: .rejected, reason: rejection.reason, detail: rejection.detail),
+                                    admission: nil, judgedAt: instant)
         case .success(let verified):
             var delivery = original
             if delivery.receivedAt == nil { delivery.receivedAt = instant }
@@ -166,7 +183,7 @@ public struct Pipeline: Sendable {
                                           detail: deadLetter?.message, deadLettered: deadLetter != nil,
                                           usedStringifyFallback: verified.usedStringifyFallback)
             verdict.secretIndex = verified.secretIndex
-            return PreparedDelivery(verdict: verdict, admission: admission)
+            return PreparedDelivery(verdict: verdict, admission: admission, judgedAt: instant)
         }
     }
 
@@ -185,6 +202,8 @@ public struct Pipeline: Sendable {
 public struct PreparedDelivery: Sendable {
     public var verdict: DeliveryVerdict
     public var admission: Admission?
+    /// The instant its timestamps were judged at; the store admits it at this instant (or within a second after).
+    public var judgedAt: Instant
 }
 
 /// Which event kinds of a scheme have a schema in `schemas/<scheme>/<kind>.schema.json`.

@@ -5,9 +5,15 @@ import Foundation
 /// The shared store: PostgreSQL, for several receivers behind one load balancer. The same semantics as the
 /// embedded SQLite store, case for case (one conformance suite runs against both):
 ///
-/// - Nonces are inserted if absent (`INSERT … ON CONFLICT`), so two instances admitting the same delivery at
-///   once accept it exactly once: the second waits for the first's transaction and then sees its row.
-/// - A batch of deliveries is one transaction (group commit), enqueue and archive included.
+/// - A batch of deliveries is one transaction (group commit), enqueue and archive included, in a constant number
+///   of statements whatever its size: each column of the batch is bound as one array and unnested.
+/// - Nonces are inserted if absent. Admission first takes a transaction-scoped advisory lock per nonce (in
+///   one sorted order, so two batches never deadlock), then looks for live nonces in a statement of its own,
+///   so two instances admitting the same delivery at once accept it exactly once: the second waits for the
+///   first's commit and then sees its row.
+/// - Nonces and the archive are partitioned by day (nonces by expiry, the archive by arrival), so expired
+///   nonces and old deliveries leave by dropping whole partitions, not by row deletes that bloat the tables;
+///   partitions are made ahead by maintenance and on demand by admission.
 /// - Workers lease with `FOR UPDATE SKIP LOCKED`, so instances never take the same delivery; an expired
 ///   lease is taken over by any instance. Routing to handlers is serialised by an advisory lock, so every
 ///   handler's deliveries of one ordering key keep their arrival order whichever instance routed them.
@@ -47,7 +53,7 @@ public final class PostgresEventStore: EventStore, Sendable {
             schema = try first.query("SELECT current_schema()").rows.first?.text(0) ?? "public"
         } catch let error as PostgresError {
             let code: StoreError.Code = error.sqlState == "TS001" ? .incompatible : (error.isTransient ? .unavailable : .misuse)
-            throw StoreError(code, "migrate: \(error)")
+            throw StoreError(code, "migrate: \(error)", cause: error)
         } catch {
             throw StoreError(.misuse, "migrate: \(error)")
         }
@@ -57,6 +63,7 @@ public final class PostgresEventStore: EventStore, Sendable {
             state.connections.append(PostgresConnectionBox(first))
             state.open = 1
         }
+        try preparePartitions(now: Instant(secondsSince1970: Date().timeIntervalSince1970))
     }
 
     /// A listener that calls `wake` whenever an instance (this one included) commits work to the queue.
@@ -73,7 +80,7 @@ public final class PostgresEventStore: EventStore, Sendable {
     func withConnection<T>(_ what: String, _ body: (PostgresConnection) throws -> T) throws(StoreError) -> T {
         let box: PostgresConnectionBox
         do { box = try checkOut() } catch {
-            throw StoreError(.unavailable, "\(what): \(error)")
+            throw StoreError(.unavailable, "\(what): \(error)", cause: error)
         }
         do {
             let value = try body(box.connection)
@@ -83,7 +90,7 @@ public final class PostgresEventStore: EventStore, Sendable {
             // A statement error leaves a healthy connection; a lost one is dropped and replaced on demand.
             if box.connection.isBroken { discard() } else { checkIn(box) }
             let code: StoreError.Code = error.isTransient ? .unavailable : (error.sqlState == "TS001" ? .incompatible : .misuse)
-            throw StoreError(code, "\(what): \(error)")
+            throw StoreError(code, "\(what): \(error)", cause: error)
         } catch let error as StoreError {
             checkIn(box)
             throw error
@@ -121,8 +128,8 @@ public final class PostgresEventStore: EventStore, Sendable {
 
     // MARK: Schema
 
-    private static let migrations: [String] = [
-        """
+    static let migrations: [@Sendable (PostgresConnection) throws -> Void] = [
+        { db in try db.execute("""
         CREATE TABLE turnstile_nonces (
             provider TEXT NOT NULL,
             category SMALLINT NOT NULL,
@@ -184,13 +191,167 @@ public final class PostgresEventStore: EventStore, Sendable {
             PRIMARY KEY (provider, event_key)
         );
         CREATE TABLE turnstile_health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at DOUBLE PRECISION NOT NULL);
-        """,
+        """) },
+        { db in try migrateToPartitions(db) },
     ]
+
+    /// Version 2: nonces and the archive become day-partitioned tables (their rows copied over), archived
+    /// headers a `TEXT[]` of names and values, and queue rows learn their archive row's arrival (its partition).
+    private static func migrateToPartitions(_ db: PostgresConnection) throws {
+        try db.execute("""
+            ALTER TABLE turnstile_nonces RENAME TO turnstile_nonces_v1;
+            ALTER INDEX turnstile_nonces_pkey RENAME TO turnstile_nonces_v1_pkey;
+            ALTER INDEX turnstile_nonces_expiry RENAME TO turnstile_nonces_v1_expiry;
+            CREATE TABLE turnstile_nonces (
+                provider TEXT NOT NULL,
+                category SMALLINT NOT NULL,
+                scope TEXT NOT NULL,
+                value BYTEA NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            ) PARTITION BY RANGE (expires_at);
+            CREATE INDEX turnstile_nonces_key ON turnstile_nonces (value, provider, category, scope);
+            ALTER TABLE turnstile_archive RENAME TO turnstile_archive_v1;
+            ALTER INDEX turnstile_archive_pkey RENAME TO turnstile_archive_v1_pkey;
+            ALTER INDEX turnstile_archive_provider RENAME TO turnstile_archive_v1_provider;
+            ALTER TABLE turnstile_archive_v1 ALTER COLUMN id DROP DEFAULT;
+            ALTER SEQUENCE turnstile_archive_id_seq OWNED BY NONE;
+            CREATE TABLE turnstile_archive (
+                id BIGINT NOT NULL DEFAULT nextval('turnstile_archive_id_seq'),
+                provider TEXT NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                path TEXT,
+                headers TEXT[] NOT NULL,
+                body BYTEA NOT NULL,
+                PRIMARY KEY (id, received_at)
+            ) PARTITION BY RANGE (received_at);
+            ALTER SEQUENCE turnstile_archive_id_seq OWNED BY turnstile_archive.id;
+            CREATE INDEX turnstile_archive_provider ON turnstile_archive (provider, received_at);
+            ALTER TABLE turnstile_events ADD COLUMN archived_at DOUBLE PRECISION;
+            ALTER TABLE turnstile_dead_letters ADD COLUMN archived_at DOUBLE PRECISION;
+            UPDATE turnstile_events e SET archived_at = a.received_at FROM turnstile_archive_v1 a WHERE a.id = e.archive_id;
+            UPDATE turnstile_dead_letters d SET archived_at = a.received_at FROM turnstile_archive_v1 a WHERE a.id = d.archive_id;
+            ALTER TABLE turnstile_events SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+            """)
+        let nonceDays = try db.query("SELECT DISTINCT expires_at FROM turnstile_nonces_v1").rows.map { $0.double(0) }
+        let archiveDays = try db.query("SELECT DISTINCT received_at FROM turnstile_archive_v1").rows.map { $0.double(0) }
+        try createPartitions(covering: nonceDays, of: .nonces, in: db)
+        try createPartitions(covering: archiveDays, of: .archive, in: db)
+        try db.execute("""
+            INSERT INTO turnstile_nonces SELECT provider, category, scope, value, expires_at FROM turnstile_nonces_v1;
+            INSERT INTO turnstile_archive (id, provider, received_at, path, headers, body)
+            SELECT a.id, a.provider, a.received_at, a.path,
+                   ARRAY(SELECT field FROM json_array_elements(a.headers::json) WITH ORDINALITY AS pair(item, position),
+                         LATERAL (VALUES (1, item->>0), (2, item->>1)) AS half(side, field) ORDER BY position, side),
+                   a.body
+            FROM turnstile_archive_v1 a;
+            DROP TABLE turnstile_nonces_v1;
+            DROP TABLE turnstile_archive_v1;
+            """)
+    }
 
     /// The advisory lock keys of migrations (any instance may start at any time) and of routing; the second
     /// half of each key is the schema's, so stores in different schemas of one database do not wait on each other.
     private static let migrationLock: Int64 = 0x7475_0001
     private static let routingLock: Int64 = 0x7475_0002
+    private static let partitionLock: Int64 = 0x7475_0003
+    private static let pruningLock: Int64 = 0x7475_0004
+
+    // MARK: Partitions
+
+    /// The two day-partitioned tables.
+    enum PartitionedTable: String, CaseIterable {
+        /// By `expires_at`: a partition leaves once every nonce in it has expired.
+        case nonces = "turnstile_nonces"
+        /// By `received_at`: a partition leaves once all of it is older than the archive's retention.
+        case archive = "turnstile_archive"
+    }
+
+    /// One partition: a UTC day, or the open ranges before 2000 and from 2200 on (so that no value, however
+    /// far out, lacks a partition or makes a day number overflow).
+    struct Partition: Hashable {
+        static let daySeconds = 86_400.0
+        static let firstDayStart = 946_684_800.0 // 2000-01-01T00:00:00Z
+        static let farStart = 7_258_118_400.0 // 2200-01-01T00:00:00Z
+
+        enum Span: Hashable { case past, day(Int64), far }
+        let table: PartitionedTable
+        let span: Span
+
+        init(table: PartitionedTable, holding value: Double) {
+            self.table = table
+            if value < Self.firstDayStart { span = .past }
+            else if value >= Self.farStart || value.isNaN { span = .far }
+            else { span = .day(Int64((value / Self.daySeconds).rounded(.down))) }
+        }
+
+        /// From the table's partitions' names as ``name`` makes them; nil for any other table.
+        init?(table: PartitionedTable, named name: String) {
+            self.table = table
+            let suffix = name.dropFirst(table.rawValue.count)
+            guard name.hasPrefix(table.rawValue) else { return nil }
+            switch suffix {
+            case "_past": span = .past
+            case "_far": span = .far
+            default:
+                guard suffix.hasPrefix("_d"), let day = Int64(suffix.dropFirst(2)) else { return nil }
+                span = .day(day)
+            }
+        }
+
+        var name: String {
+            switch span {
+            case .past: table.rawValue + "_past"
+            case .day(let day): table.rawValue + "_d\(day)"
+            case .far: table.rawValue + "_far"
+            }
+        }
+
+        /// Where its range ends (exclusive); nil for the open end.
+        var end: Double? {
+            switch span {
+            case .past: Self.firstDayStart
+            case .day(let day): Double(day + 1) * Self.daySeconds
+            case .far: nil
+            }
+        }
+
+        var bounds: String {
+            switch span {
+            case .past: "FROM (MINVALUE) TO (\(Self.firstDayStart))"
+            case .day(let day): "FROM (\(Double(day) * Self.daySeconds)) TO (\(Double(day + 1) * Self.daySeconds))"
+            case .far: "FROM (\(Self.farStart)) TO (MAXVALUE)"
+            }
+        }
+    }
+
+    /// Creates the partitions of `table` that hold `values`, where missing, in the caller's transaction; one
+    /// instance at a time (a lock per schema), so instances that start a day at once do not collide.
+    static func createPartitions(covering values: some Sequence<Double>, of table: PartitionedTable, in db: PostgresConnection) throws {
+        let needed = Set(values.map { Partition(table: table, holding: $0) })
+        guard !needed.isEmpty else { return }
+        try db.query("SELECT pg_advisory_xact_lock($1::INTEGER, hashtext(current_schema()))", [.integer(partitionLock)])
+        let existing = Set(try partitions(of: table, in: db))
+        for partition in needed.subtracting(existing) {
+            try db.execute("CREATE TABLE \(partition.name) PARTITION OF \(table.rawValue) FOR VALUES \(partition.bounds)")
+        }
+    }
+
+    /// The partitions `table` has now.
+    static func partitions(of table: PartitionedTable, in db: PostgresConnection) throws -> [Partition] {
+        try db.query("""
+            SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::TEXT::regclass
+            """, [.text(table.rawValue)]).rows.compactMap { Partition(table: table, named: $0.text(0) ?? "") }
+    }
+
+    /// Makes today's and tomorrow's partitions of both tables ahead of need (admission makes any other it needs).
+    private func preparePartitions(now: Instant) throws(StoreError) {
+        let days = [now.secondsSince1970, now.secondsSince1970 + Partition.daySeconds]
+        try withConnection("make partitions") { db in
+            try db.transaction {
+                for table in PartitionedTable.allCases { try Self.createPartitions(covering: days, of: table, in: db) }
+            }
+        }
+    }
 
     private static func migrate(_ db: PostgresConnection) throws {
         try db.transaction {
@@ -202,7 +363,7 @@ public final class PostgresEventStore: EventStore, Sendable {
                                     message: "the store has schema version \(current); this Turnstile knows up to \(migrations.count)")
             }
             for version in current..<migrations.count {
-                try db.execute(migrations[version])
+                try migrations[version](db)
                 try db.query("DELETE FROM turnstile_schema")
                 try db.query("INSERT INTO turnstile_schema (version) VALUES ($1)", [.integer(Int64(version + 1))])
             }
@@ -222,63 +383,218 @@ public final class PostgresEventStore: EventStore, Sendable {
 
     // MARK: Admission
 
-    public func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] {
-        try withConnection("admit") { db in
-            let results = try db.transaction { try batch.map { try admit($0, in: db) } }
-            // Idle workers of every instance wake up: sent by the committing code after the commit, once per
-            // batch (not by a trigger per row, which floods under load).
-            if results.contains(where: { if case .duplicate(_, nil) = $0 { false } else { true } }) {
-                _ = try? db.query("SELECT pg_notify($1, '')", [.text(channel)])
+    public func admit(_ batch: [Admission], now: Instant) throws(StoreError) -> [AdmissionResult] {
+        guard !batch.isEmpty else { return [] }
+        let nonces = batch.map(NonceKeys.init)
+        let locks = Array(Set(nonces.flatMap { [$0.signature.lockKey, $0.event.lockKey] })).sorted()
+        return try withConnection("admit") { db in
+            do {
+                return try db.transaction { try admit(batch, nonces: nonces, locks: locks, now: now, in: db) }
+            } catch let error as PostgresError where error.sqlState == "23514" {
+                // A row had no partition (a new day, or an unusual expiry): make the partitions the batch needs, then
+                // admit it once more. Nothing of the first try was kept.
+                try db.transaction {
+                    try Self.createPartitions(covering: batch.flatMap { [$0.signatureExpiresAt.secondsSince1970, $0.eventExpiresAt.secondsSince1970] },
+                                              of: .nonces, in: db)
+                    try Self.createPartitions(covering: batch.map { $0.delivery.receivedAt?.secondsSince1970 ?? now.secondsSince1970 },
+                                              of: .archive, in: db)
+                }
+                return try db.transaction { try admit(batch, nonces: nonces, locks: locks, now: now, in: db) }
             }
-            return results
         }
     }
 
-    private func admit(_ admission: Admission, in db: PostgresConnection) throws -> AdmissionResult {
-        let now = admission.delivery.receivedAt?.secondsSince1970 ?? 0
-        // Insert-if-absent; an expired nonce that was not pruned yet counts as absent.
-        let insertNonce = """
-            INSERT INTO turnstile_nonces (provider, category, scope, value, expires_at) VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (provider, category, scope, value) DO UPDATE SET expires_at = EXCLUDED.expires_at
-            WHERE turnstile_nonces.expires_at < $6
-            """
-        var duplicate: Reason? = nil
-        let signature = try db.query(insertNonce, [.text(admission.provider), .integer(0), .text(admission.kind ?? ""), .bytes(admission.signature),
-                                                   .real(admission.signatureExpiresAt.secondsSince1970), .real(now)])
-        if signature.changed == 0 {
-            duplicate = .seenSignature
-        } else {
-            let event = try db.query(insertNonce, [.text(admission.provider), .integer(1), .text(""), .bytes(Array(admission.eventKey.utf8)),
-                                                   .real(admission.eventExpiresAt.secondsSince1970), .real(now)])
-            if event.changed == 0 { duplicate = .seenEvent }
+    /// A nonce as the table keys it.
+    struct Nonce: Hashable {
+        var provider: String
+        var category: Int64
+        var scope: String
+        var value: [UInt8]
+
+        /// The advisory lock that serialises admissions of this nonce: FNV-1a over its fields (the same on every
+        /// instance; Swift's `Hasher` is seeded per process). Two nonces that share a key only wait for each other.
+        var lockKey: Int64 {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            func mix(_ bytes: some Sequence<UInt8>) {
+                for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+                hash = (hash ^ 0xff) &* 0x100_0000_01b3
+            }
+            mix(provider.utf8)
+            mix(String(category).utf8)
+            mix(scope.utf8)
+            mix(value)
+            return Int64(bitPattern: hash)
         }
-        if let duplicate {
-            guard admission.reprocess else { return .duplicate(duplicate, requeuedEventID: nil) }
-            return .duplicate(duplicate, requeuedEventID: try enqueue(admission, archiveID: nil, in: db))
-        }
-        let delivery = admission.delivery
-        let archived = try db.query("""
-            INSERT INTO turnstile_archive (provider, received_at, path, headers, body) VALUES ($1, $2, $3, $4, $5) RETURNING id
-            """, [.text(admission.provider), .real(now), delivery.path.map(PostgresValue.text) ?? .null,
-                  .text(admission.archivedHeaders), .bytes(delivery.body)])
-        let archiveID = archived.rows.first?.int64(0) ?? 0
-        return .accepted(eventID: try enqueue(admission, archiveID: archiveID, in: db))
     }
 
-    private func enqueue(_ admission: Admission, archiveID: Int64?, in db: PostgresConnection) throws -> Int64 {
-        let now = admission.delivery.receivedAt?.secondsSince1970 ?? 0
-        // The body is written once: a queued event points at its archive row when it has one.
-        let inserted = try db.query("""
-            INSERT INTO turnstile_events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8) RETURNING id
-            """, [.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(admission.storedOrderingKey),
-                  archiveID == nil ? .bytes(admission.delivery.body) : .null, .real(now), .text(admission.reprocess ? "true" : "false"),
-                  archiveID.map(PostgresValue.integer) ?? .null])
-        let id = inserted.rows.first?.int64(0) ?? 0
-        if let (reason, message) = admission.deadLetter {
-            try moveToDeadLetters(id, reason: reason, error: message, now: now, in: db)
+    /// An admission's two nonces.
+    struct NonceKeys {
+        var signature: Nonce
+        var event: Nonce
+
+        init(_ admission: Admission) {
+            signature = Nonce(provider: admission.provider, category: 0, scope: admission.kind ?? "", value: admission.signature)
+            event = Nonce(provider: admission.provider, category: 1, scope: "", value: Array(admission.eventKey.utf8))
         }
-        return id
+    }
+
+    /// The batch in five statements: the nonces' locks; the live nonces among the batch's (with ids for its rows);
+    /// then every new nonce, archive row, queue row and dead letter in one statement, with the wake-up of idle
+    /// workers, which PostgreSQL delivers when the transaction commits.
+    private func admit(_ batch: [Admission], nonces: [NonceKeys], locks: [Int64], now: Instant, in db: PostgresConnection) throws -> [AdmissionResult] {
+        try db.query("""
+            SELECT pg_advisory_xact_lock(k) FROM (SELECT k FROM unnest($1::BIGINT[]) WITH ORDINALITY AS u(k, o) ORDER BY o) AS sorted
+            """, [.text(PostgresArray.literal(locks))])
+        // A new statement, so a new snapshot: it sees every nonce committed by whoever held a lock before us.
+        let all = nonces.flatMap { [$0.signature, $0.event] }
+        let found = try db.query("""
+            SELECT ARRAY(SELECT u.position FROM unnest($1::TEXT[], $2::SMALLINT[], $3::TEXT[], $4::BYTEA[]) WITH ORDINALITY
+                                                AS u(provider, category, scope, value, position)
+                         WHERE EXISTS (SELECT 1 FROM turnstile_nonces n WHERE n.value = u.value AND n.provider = u.provider
+                                       AND n.category = u.category AND n.scope = u.scope AND n.expires_at >= $5)),
+                   ARRAY(SELECT nextval('turnstile_events_id_seq') FROM generate_series(1, $6)),
+                   ARRAY(SELECT nextval('turnstile_archive_id_seq') FROM generate_series(1, $6))
+            """, [.text(PostgresArray.literal(all.map { Optional($0.provider) })), .text(PostgresArray.literal(all.map(\.category))),
+                  .text(PostgresArray.literal(all.map { Optional($0.scope) })), .text(PostgresArray.literal(bytes: all.map { Optional($0.value) })),
+                  .real(now.secondsSince1970), .integer(Int64(batch.count))])
+        guard let row = found.rows.first else { throw PostgresError(sqlState: nil, message: "the nonce lookup returned no row") }
+        var taken = Set(PostgresArray.parse(row.text(0) ?? "{}").compactMap { $0.flatMap(Int.init) }.map { all[$0 - 1] })
+        let eventIDs = PostgresArray.parse(row.text(1) ?? "{}").compactMap { $0.flatMap(Int64.init) }.sorted()
+        let archiveIDs = PostgresArray.parse(row.text(2) ?? "{}").compactMap { $0.flatMap(Int64.init) }.sorted()
+        guard eventIDs.count == batch.count, archiveIDs.count == batch.count else {
+            throw PostgresError(sqlState: nil, message: "the id allocation returned \(eventIDs.count) and \(archiveIDs.count) ids for \(batch.count)")
+        }
+
+        var rows = AdmissionRows()
+        var results: [AdmissionResult] = []
+        for (index, admission) in batch.enumerated() {
+            let keys = nonces[index]
+            var duplicate: Reason? = nil
+            if taken.contains(keys.signature) {
+                duplicate = .seenSignature
+            } else {
+                taken.insert(keys.signature)
+                rows.addNonce(keys.signature, expiresAt: admission.signatureExpiresAt)
+                if taken.contains(keys.event) {
+                    duplicate = .seenEvent
+                } else {
+                    taken.insert(keys.event)
+                    rows.addNonce(keys.event, expiresAt: admission.eventExpiresAt)
+                }
+            }
+            let received = admission.delivery.receivedAt ?? now
+            if let duplicate {
+                guard admission.reprocess else {
+                    results.append(.duplicate(duplicate, requeuedEventID: nil))
+                    continue
+                }
+                rows.addEvent(admission, id: eventIDs[index], received: received, archive: nil)
+                results.append(.duplicate(duplicate, requeuedEventID: eventIDs[index]))
+            } else {
+                rows.addArchive(admission, id: archiveIDs[index], received: received)
+                rows.addEvent(admission, id: eventIDs[index], received: received, archive: (archiveIDs[index], received))
+                results.append(.accepted(eventID: eventIDs[index]))
+            }
+        }
+        guard !rows.isEmpty else { return results }
+        try db.query(Self.writeAdmissions, rows.parameters(now: now, channel: channel))
+        return results
+    }
+
+    /// Every row an admission batch adds, in one statement (each data-modifying part runs once, in full).
+    private static let writeAdmissions = """
+        WITH nonces AS (
+            INSERT INTO turnstile_nonces (provider, category, scope, value, expires_at)
+            SELECT * FROM unnest($1::TEXT[], $2::SMALLINT[], $3::TEXT[], $4::BYTEA[], $5::FLOAT8[])
+        ), archived AS (
+            INSERT INTO turnstile_archive (id, provider, received_at, path, headers, body)
+            SELECT id, provider, received_at, path, headers::TEXT[], body
+            FROM unnest($6::BIGINT[], $7::TEXT[], $8::FLOAT8[], $9::TEXT[], $10::TEXT[], $11::BYTEA[])
+                 AS a(id, provider, received_at, path, headers, body)
+        ), queued AS (
+            INSERT INTO turnstile_events (id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at,
+                                          archive_id, archived_at)
+            SELECT id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, 0, archive_id, archived_at
+            FROM unnest($12::BIGINT[], $13::TEXT[], $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::BYTEA[], $18::FLOAT8[], $19::BOOLEAN[],
+                        $20::BIGINT[], $21::FLOAT8[], $22::TEXT[])
+                 AS e(id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, archive_id, archived_at, dead_reason)
+            WHERE dead_reason IS NULL
+        ), dead AS (
+            INSERT INTO turnstile_dead_letters (id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts,
+                                                reason, last_error, dead_at, archive_id, archived_at)
+            SELECT id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, 0, dead_reason, dead_error, $24,
+                   archive_id, archived_at
+            FROM unnest($12::BIGINT[], $13::TEXT[], $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::BYTEA[], $18::FLOAT8[], $19::BOOLEAN[],
+                        $20::BIGINT[], $21::FLOAT8[], $22::TEXT[], $23::TEXT[])
+                 AS e(id, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, archive_id, archived_at, dead_reason,
+                      dead_error)
+            WHERE dead_reason IS NOT NULL
+        )
+        SELECT CASE WHEN $25 THEN pg_notify($26, '') END
+        """
+
+    /// The columns of an admission batch's new rows, bound as arrays.
+    private struct AdmissionRows {
+        var nonceProviders: [String?] = [], nonceCategories: [Int64] = [], nonceScopes: [String?] = []
+        var nonceValues: [[UInt8]?] = [], nonceExpiries: [Double] = []
+        var archiveIDs: [Int64] = [], archiveProviders: [String?] = [], archiveReceived: [Double] = []
+        var archivePaths: [String?] = [], archiveHeaders: [String?] = [], archiveBodies: [[UInt8]?] = []
+        var eventIDs: [Int64] = [], eventProviders: [String?] = [], eventTypes: [String?] = [], eventKeys: [String?] = []
+        var orderingKeys: [String?] = [], payloads: [[UInt8]?] = [], eventReceived: [Double] = [], reprocess: [String?] = []
+        var archiveRefs: [String?] = [], archivedAt: [String?] = [], deadReasons: [String?] = [], deadErrors: [String?] = []
+
+        var isEmpty: Bool { nonceValues.isEmpty && eventIDs.isEmpty }
+
+        mutating func addNonce(_ nonce: Nonce, expiresAt: Instant) {
+            nonceProviders.append(nonce.provider)
+            nonceCategories.append(nonce.category)
+            nonceScopes.append(nonce.scope)
+            nonceValues.append(nonce.value)
+            nonceExpiries.append(expiresAt.secondsSince1970)
+        }
+
+        mutating func addArchive(_ admission: Admission, id: Int64, received: Instant) {
+            archiveIDs.append(id)
+            archiveProviders.append(admission.provider)
+            archiveReceived.append(received.secondsSince1970)
+            archivePaths.append(admission.delivery.path)
+            // Headers as a TEXT[] of names and values in turn, each array a literal inside the batch's array.
+            archiveHeaders.append(PostgresArray.literal(admission.delivery.headers.flatMap { [Optional($0.name), Optional($0.value)] }))
+            archiveBodies.append(admission.delivery.body)
+        }
+
+        /// The body is written once: a queued event points at its archive row when it has one.
+        mutating func addEvent(_ admission: Admission, id: Int64, received: Instant, archive: (id: Int64, receivedAt: Instant)?) {
+            eventIDs.append(id)
+            eventProviders.append(admission.provider)
+            eventTypes.append(admission.eventType)
+            eventKeys.append(admission.eventKey)
+            orderingKeys.append(admission.storedOrderingKey)
+            payloads.append(archive == nil ? admission.delivery.body : nil)
+            eventReceived.append(received.secondsSince1970)
+            reprocess.append(admission.reprocess ? "true" : "false")
+            archiveRefs.append(archive.map { String($0.id) })
+            archivedAt.append(archive.map { "\($0.receivedAt.secondsSince1970)" })
+            deadReasons.append(admission.deadLetter?.reason.rawValue)
+            deadErrors.append(admission.deadLetter?.message)
+        }
+
+        func parameters(now: Instant, channel: String) -> [PostgresValue] {
+            let wakes = deadReasons.contains { $0 == nil }
+            return [
+                .text(PostgresArray.literal(nonceProviders)), .text(PostgresArray.literal(nonceCategories)),
+                .text(PostgresArray.literal(nonceScopes)), .text(PostgresArray.literal(bytes: nonceValues)),
+                .text(PostgresArray.literal(nonceExpiries)),
+                .text(PostgresArray.literal(archiveIDs)), .text(PostgresArray.literal(archiveProviders)),
+                .text(PostgresArray.literal(archiveReceived)), .text(PostgresArray.literal(archivePaths)),
+                .text(PostgresArray.literal(archiveHeaders)), .text(PostgresArray.literal(bytes: archiveBodies)),
+                .text(PostgresArray.literal(eventIDs)), .text(PostgresArray.literal(eventProviders)), .text(PostgresArray.literal(eventTypes)),
+                .text(PostgresArray.literal(eventKeys)), .text(PostgresArray.literal(orderingKeys)), .text(PostgresArray.literal(bytes: payloads)),
+                .text(PostgresArray.literal(eventReceived)), .text(PostgresArray.literal(reprocess)), .text(PostgresArray.literal(archiveRefs)),
+                .text(PostgresArray.literal(archivedAt)), .text(PostgresArray.literal(deadReasons)), .text(PostgresArray.literal(deadErrors)),
+                .real(now.secondsSince1970), .text(wakes ? "true" : "false"), .text(channel),
+            ]
+        }
     }
 
     // MARK: Queue
@@ -291,7 +607,7 @@ public final class PostgresEventStore: EventStore, Sendable {
                 try db.query("SELECT pg_advisory_xact_lock($1::INTEGER, hashtext(current_schema()))", [.integer(Self.routingLock)])
                 let waiting = try db.query("""
                     SELECT e.id, e.provider, e.event_type, COALESCE(e.payload, a.body)
-                    FROM turnstile_events e LEFT JOIN turnstile_archive a ON a.id = e.archive_id
+                    FROM turnstile_events e LEFT JOIN turnstile_archive a ON a.id = e.archive_id AND a.received_at = e.archived_at
                     WHERE e.handler = '' ORDER BY e.id LIMIT $1
                     """, [.integer(Int64(limit))])
                 for row in waiting.rows {
@@ -300,8 +616,9 @@ public final class PostgresEventStore: EventStore, Sendable {
                     for handler in route(event) where !handler.isEmpty {
                         try db.query("""
                             INSERT INTO turnstile_events (handler, provider, event_type, event_key, ordering_key, payload, received_at, reprocess,
-                                                          available_at, archive_id)
-                            SELECT $1, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id
+                                                          available_at, archive_id, archived_at)
+                            SELECT $1, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id,
+                                   archived_at
                             FROM turnstile_events WHERE id = $2
                             """, [.text(handler), .integer(id)])
                     }
@@ -330,11 +647,12 @@ public final class PostgresEventStore: EventStore, Sendable {
                 ), taken AS (
                     UPDATE turnstile_events t SET lease_owner = $4, lease_until = $5, attempts = t.attempts + 1
                     FROM picked WHERE t.id = picked.id
-                    RETURNING t.id, t.provider, t.event_type, t.event_key, t.payload, t.archive_id, t.received_at, t.attempts, t.reprocess
+                    RETURNING t.id, t.provider, t.event_type, t.event_key, t.payload, t.archive_id, t.archived_at, t.received_at, t.attempts,
+                              t.reprocess
                 )
                 SELECT taken.id, taken.provider, taken.event_type, taken.event_key, COALESCE(taken.payload, a.body), taken.received_at,
                        taken.attempts, taken.reprocess
-                FROM taken LEFT JOIN turnstile_archive a ON a.id = taken.archive_id ORDER BY taken.id
+                FROM taken LEFT JOIN turnstile_archive a ON a.id = taken.archive_id AND a.received_at = taken.archived_at ORDER BY taken.id
                 """, [.text(handler), .real(now.secondsSince1970), .integer(Int64(limit)), .text(owner), .real(now.secondsSince1970 + leaseSeconds)])
             return taken.rows.map { row in
                 QueuedEvent(id: row.int64(0), handler: handler, provider: row.text(1) ?? "", eventType: row.text(2) ?? "",
@@ -361,8 +679,8 @@ public final class PostgresEventStore: EventStore, Sendable {
             try db.query("""
                 DELETE FROM turnstile_events e USING unnest($1::BIGINT[], $2::TEXT[], $3::INTEGER[]) AS l(id, owner, attempt)
                 WHERE e.id = l.id AND e.lease_owner = l.owner AND e.attempts = l.attempt
-                """, [.text(Self.array(leases.map(\.id))), .text(Self.textArray(leases.map(\.owner))),
-                      .text(Self.array(leases.map { Int64($0.attempt) }))]).changed
+                """, [.text(PostgresArray.literal(leases.map(\.id))), .text(PostgresArray.literal(leases.map { Optional($0.owner) })),
+                      .text(PostgresArray.literal(leases.map { Int64($0.attempt) }))]).changed
         }
     }
 
@@ -373,8 +691,8 @@ public final class PostgresEventStore: EventStore, Sendable {
                 UPDATE turnstile_events e SET lease_until = $4
                 FROM unnest($1::BIGINT[], $2::TEXT[], $3::INTEGER[]) AS l(id, owner, attempt)
                 WHERE e.id = l.id AND e.lease_owner = l.owner AND e.attempts = l.attempt
-                """, [.text(Self.array(leases.map(\.id))), .text(Self.textArray(leases.map(\.owner))),
-                      .text(Self.array(leases.map { Int64($0.attempt) })), .real(until.secondsSince1970)]).changed
+                """, [.text(PostgresArray.literal(leases.map(\.id))), .text(PostgresArray.literal(leases.map { Optional($0.owner) })),
+                      .text(PostgresArray.literal(leases.map { Int64($0.attempt) })), .real(until.secondsSince1970)]).changed
         }
     }
 
@@ -402,8 +720,9 @@ public final class PostgresEventStore: EventStore, Sendable {
     private func moveToDeadLetters(_ id: Int64, reason: Reason, error: String, now: Double, in db: PostgresConnection) throws {
         try db.query("""
             INSERT INTO turnstile_dead_letters (id, handler, provider, event_type, event_key, ordering_key, payload, received_at, reprocess,
-                                                attempts, reason, last_error, dead_at, archive_id)
-            SELECT id, handler, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts, $1, $2, $3, archive_id
+                                                attempts, reason, last_error, dead_at, archive_id, archived_at)
+            SELECT id, handler, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, attempts, $1, $2, $3, archive_id,
+                   archived_at
             FROM turnstile_events WHERE id = $4
             """, [.text(reason.rawValue), .text(error), .real(now), .integer(id)])
         try db.query("DELETE FROM turnstile_events WHERE id = $1", [.integer(id)])
@@ -414,7 +733,7 @@ public final class PostgresEventStore: EventStore, Sendable {
             let row = try db.query("""
                 SELECT MIN(GREATEST(available_at, COALESCE(lease_until, 0))) FROM turnstile_events
                 WHERE handler = '' OR handler = ANY($1::TEXT[])
-                """, [.text(Self.textArray(handlers))]).rows.first
+                """, [.text(PostgresArray.literal(handlers.map { Optional($0) }))]).rows.first
             guard let row, !row.isNull(0) else { return nil }
             return Instant(secondsSince1970: row.double(0))
         }
@@ -456,12 +775,13 @@ public final class PostgresEventStore: EventStore, Sendable {
             try db.transaction {
                 let filter = ids == nil ? "" : "WHERE id = ANY($2::BIGINT[])"
                 var parameters: [PostgresValue] = [.real(now.secondsSince1970)]
-                if let ids { parameters.append(.text(Self.array(ids))) }
+                if let ids { parameters.append(.text(PostgresArray.literal(ids))) }
                 let moved = try db.query("""
                     WITH moved AS (DELETE FROM turnstile_dead_letters \(filter) RETURNING *)
                     INSERT INTO turnstile_events (id, handler, provider, event_type, event_key, ordering_key, payload, received_at, reprocess,
-                                                  attempts, available_at, last_error, archive_id)
-                    SELECT id, handler, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, 0, $1, last_error, archive_id
+                                                  attempts, available_at, last_error, archive_id, archived_at)
+                    SELECT id, handler, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, 0, $1, last_error, archive_id,
+                           archived_at
                     FROM moved
                     """, parameters)
                 return moved.changed
@@ -490,20 +810,50 @@ public final class PostgresEventStore: EventStore, Sendable {
 
     // MARK: Nonces and archive
 
+    /// Drops the nonce partitions whose whole day has expired (a nonce can so outlive its expiry by up to a day,
+    /// counted as absent meanwhile), and makes the next partitions ahead of need.
     public func pruneNonces(now: Instant) throws(StoreError) -> Int {
-        try withConnection("prune") { db in
-            try db.query("DELETE FROM turnstile_nonces WHERE expires_at < $1", [.real(now.secondsSince1970)]).changed
-        }
+        try preparePartitions(now: now)
+        return try dropPartitions(of: .nonces, endingBy: now)
     }
 
+    /// Drops the archive partitions whose whole day is older than `cutoff`; first the bodies that queued
+    /// events and dead letters still read from them are copied into those rows. A delivery can so outlive the
+    /// retention by up to a day.
     public func pruneArchive(receivedBefore cutoff: Instant) throws(StoreError) -> Int {
-        try withConnection("prune archive") { db in
-            try db.query("""
-                DELETE FROM turnstile_archive a WHERE a.received_at < $1
-                  AND NOT EXISTS (SELECT 1 FROM turnstile_events e WHERE e.archive_id = a.id)
-                  AND NOT EXISTS (SELECT 1 FROM turnstile_dead_letters d WHERE d.archive_id = a.id)
-                """, [.real(cutoff.secondsSince1970)]).changed
+        try dropPartitions(of: .archive, endingBy: cutoff)
+    }
+
+    /// Drops each partition of `table` that ends by `instant`, one transaction each, while no other instance
+    /// prunes (they skip the round). Returns how many rows left with them.
+    private func dropPartitions(of table: PartitionedTable, endingBy instant: Instant) throws(StoreError) -> Int {
+        let ended = try withConnection("list partitions") { db in
+            try Self.partitions(of: table, in: db).filter { ($0.end ?? .infinity) <= instant.secondsSince1970 }
         }
+        var removed = 0
+        for partition in ended.sorted(by: { ($0.end ?? 0) < ($1.end ?? 0) }) {
+            removed += try withConnection("prune \(partition.name)") { db in
+                try db.transaction {
+                    let held = try db.query("SELECT pg_try_advisory_xact_lock($1::INTEGER, hashtext(current_schema()))", [.integer(Self.pruningLock)])
+                    guard held.rows.first?.text(0) == "t" else { return 0 }
+                    // Dropping takes the parent table's lock: wait for it briefly, never queue admissions behind a long wait.
+                    try db.execute("SET LOCAL lock_timeout = '2s'")
+                    guard try Self.partitions(of: table, in: db).contains(partition) else { return 0 } // another instance was first
+                    if table == .archive {
+                        for kept in ["turnstile_events", "turnstile_dead_letters"] {
+                            try db.execute("""
+                                UPDATE \(kept) k SET payload = a.body, archive_id = NULL, archived_at = NULL FROM \(partition.name) a
+                                WHERE k.archive_id = a.id AND k.archived_at = a.received_at
+                                """)
+                        }
+                    }
+                    let rows = Int(try db.query("SELECT COUNT(*) FROM \(partition.name)").rows.first?.int64(0) ?? 0)
+                    try db.execute("DROP TABLE \(partition.name)")
+                    return rows
+                }
+            }
+        }
+        return removed
     }
 
     public func forEachArchived(provider: String?, since: Instant?, _ body: (Delivery) throws -> Void) throws {
@@ -516,7 +866,9 @@ public final class PostgresEventStore: EventStore, Sendable {
                     """, [.integer(after), provider.map(PostgresValue.text) ?? .null, .real(since?.secondsSince1970 ?? -Double.greatestFiniteMagnitude)])
                 .rows.map { row in
                     after = row.int64(0)
-                    let headers = HeaderFields(archived: row.text(4) ?? "[]")
+                    var headers = HeaderFields()
+                    let fields = PostgresArray.parse(row.text(4) ?? "{}")
+                    for pair in stride(from: 0, to: fields.count - 1, by: 2) { headers.append(name: fields[pair] ?? "", value: fields[pair + 1] ?? "") }
                     return Delivery(provider: row.text(1) ?? "", receivedAt: Instant(secondsSince1970: row.double(2)), headers: headers,
                                     body: row.bytes(5), path: row.isNull(3) ? nil : row.text(3))
                 }
@@ -524,15 +876,6 @@ public final class PostgresEventStore: EventStore, Sendable {
             if page.isEmpty { return }
             for delivery in page { try body(delivery) }
         }
-    }
-
-    /// `{1,2,3}`: an id list as one text parameter cast to `BIGINT[]`.
-    private static func array(_ ids: [Int64]) -> String { "{" + ids.map(String.init).joined(separator: ",") + "}" }
-
-    /// `{"a","b"}`: texts as one parameter cast to `TEXT[]`, each quoted and escaped.
-    private static func textArray(_ values: [String]) -> String {
-        "{" + values.map { "\"" + $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
-            .joined(separator: ",") + "}"
     }
 }
 

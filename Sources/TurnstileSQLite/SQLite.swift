@@ -1,7 +1,7 @@
 internal import CSQLite
 
 /// A failed SQLite call: its result code, extended code and message. Bound values never appear here.
-struct SQLiteError: Error, CustomStringConvertible {
+struct SQLiteError: Error, CustomStringConvertible, Sendable {
     let code: Int32
     let extendedCode: Int32
     let message: String

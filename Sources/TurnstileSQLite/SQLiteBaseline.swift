@@ -16,8 +16,8 @@ extension SQLiteEventStore {
                 INSERT INTO events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id)
                 VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?)
                 """)
-            // Header JSON comes with the admissions, as the rows are "given".
-            let headers = admissions.map(\.archivedHeaders)
+            // Header text is made up front, as the rows are "given".
+            let headers = admissions.map { Self.archived($0.delivery.headers) }
             let start = DispatchTime.now().uptimeNanoseconds
             var index = 0
             while index < admissions.count {

@@ -71,7 +71,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         } catch {
             // A schema newer than this code is not an outage: retrying will not help, a newer binary will.
             let code: StoreError.Code = error.isSchemaTooNew ? .incompatible : .unavailable
-            throw StoreError(code, "cannot open the SQLite store \(path): \(error.isSchemaTooNew ? error.message : "\(error)")")
+            throw StoreError(code, "cannot open the SQLite store \(path): \(error.isSchemaTooNew ? error.message : "\(error)")", cause: error)
         }
         self.path = path
         self.connection = opened
@@ -215,7 +215,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                 }
             }
         } catch let error as SQLiteError {
-            throw StoreError(.unavailable, "\(what): \(error)")
+            throw StoreError(.unavailable, "\(what): \(error)", cause: error)
         } catch let error as StoreError {
             throw error
         } catch {
@@ -249,16 +249,17 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     // MARK: Admission
 
-    public func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] {
-        try withConnection("admit") { db in
+    public func admit(_ batch: [Admission], now: Instant) throws(StoreError) -> [AdmissionResult] {
+        // The header text is made before the write lock is taken.
+        let headers = batch.map { Self.archived($0.delivery.headers) }
+        return try withConnection("admit") { db in
             try db.transaction {
-                try batch.map { try admit($0, in: db) }
+                try batch.indices.map { try admit(batch[$0], headers: headers[$0], now: now.secondsSince1970, in: db) }
             }
         }
     }
 
-    private func admit(_ admission: Admission, in db: SQLiteConnection) throws -> AdmissionResult {
-        let now = admission.delivery.receivedAt?.secondsSince1970 ?? 0
+    private func admit(_ admission: Admission, headers: String, now: Double, in db: SQLiteConnection) throws -> AdmissionResult {
         // Insert-if-absent; an expired nonce that was not pruned yet counts as absent.
         let insertNonce = try db.prepare("""
             INSERT INTO nonces (provider, category, scope, value, expires_at) VALUES (?, ?, ?, ?, ?)
@@ -276,25 +277,25 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
         if let duplicate {
             guard admission.reprocess else { return .duplicate(duplicate, requeuedEventID: nil) }
-            return .duplicate(duplicate, requeuedEventID: try enqueue(admission, archiveID: nil, in: db))
+            return .duplicate(duplicate, requeuedEventID: try enqueue(admission, archiveID: nil, now: now, in: db))
         }
         let archive = try db.prepare("INSERT INTO archive (provider, received_at, path, headers, body) VALUES (?, ?, ?, ?, ?)")
         let delivery = admission.delivery
-        try archive.bind(.text(admission.provider), .real(now), delivery.path.map(SQLiteValue.text) ?? .null,
-                         .text(admission.archivedHeaders), .blob(delivery.body)).run()
+        try archive.bind(.text(admission.provider), .real(delivery.receivedAt?.secondsSince1970 ?? now), delivery.path.map(SQLiteValue.text) ?? .null,
+                         .text(headers), .blob(delivery.body)).run()
         let archiveID = db.lastInsertRowID
-        return .accepted(eventID: try enqueue(admission, archiveID: archiveID, in: db))
+        return .accepted(eventID: try enqueue(admission, archiveID: archiveID, now: now, in: db))
     }
 
-    private func enqueue(_ admission: Admission, archiveID: Int64?, in db: SQLiteConnection) throws -> Int64 {
-        let now = admission.delivery.receivedAt?.secondsSince1970 ?? 0
+    private func enqueue(_ admission: Admission, archiveID: Int64?, now: Double, in db: SQLiteConnection) throws -> Int64 {
+        let received = admission.delivery.receivedAt?.secondsSince1970 ?? now
         let insert = try db.prepare("""
             INSERT INTO events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         // The body is written once: a queued event points at its archive row when it has one.
         try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(admission.storedOrderingKey),
-                        archiveID == nil ? .blob(admission.delivery.body) : .null, .real(now), .integer(admission.reprocess ? 1 : 0),
+                        archiveID == nil ? .blob(admission.delivery.body) : .null, .real(received), .integer(admission.reprocess ? 1 : 0),
                         .real(0), archiveID.map(SQLiteValue.integer) ?? .null).run()
         let id = db.lastInsertRowID
         if let (reason, message) = admission.deadLetter {
@@ -559,14 +560,20 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
     }
 
+    /// Deletes archived deliveries received before `cutoff`; first the bodies that queued events and dead
+    /// letters still read from them are copied into those rows.
     public func pruneArchive(receivedBefore cutoff: Instant) throws(StoreError) -> Int {
         try withConnection("prune archive") { db in
-            try db.prepare("""
-                DELETE FROM archive WHERE received_at < ?
-                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.archive_id = archive.id)
-                  AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.archive_id = archive.id)
-                """).bind(.real(cutoff.secondsSince1970)).run()
-            return db.changes
+            try db.transaction {
+                for kept in ["events", "dead_letters"] {
+                    try db.prepare("""
+                        UPDATE \(kept) SET payload = (SELECT a.body FROM archive a WHERE a.id = \(kept).archive_id), archive_id = NULL
+                        WHERE archive_id IN (SELECT id FROM archive WHERE received_at < ?)
+                        """).bind(.real(cutoff.secondsSince1970)).run()
+                }
+                try db.prepare("DELETE FROM archive WHERE received_at < ?").bind(.real(cutoff.secondsSince1970)).run()
+                return db.changes
+            }
         }
     }
 
@@ -582,7 +589,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
                 var deliveries: [Delivery] = []
                 while try select.step() {
                     after = select.int64(0)
-                    let headers = HeaderFields(archived: select.text(4) ?? "[]")
+                    let headers = Self.headers(archived: select.text(4) ?? "[]")
                     deliveries.append(Delivery(provider: select.text(1) ?? "", receivedAt: Instant(secondsSince1970: select.double(2)),
                                                headers: headers, body: select.blob(5), path: select.isNull(3) ? nil : select.text(3)))
                 }
@@ -592,5 +599,23 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             if page.isEmpty { return }
             for delivery in page { try body(delivery) }
         }
+    }
+
+    // MARK: Archived headers
+
+    /// Headers as the archive keeps them: a JSON array of `[name, value]` pairs, in order.
+    static func archived(_ headers: HeaderFields) -> String {
+        JSONValue.array(headers.map { .array([.string($0.name), .string($0.value)]) }).serialized()
+    }
+
+    /// Headers read back from ``archived(_:)``'s text; anything else in it is skipped.
+    static func headers(archived text: String) -> HeaderFields {
+        var headers = HeaderFields()
+        for pair in (try? JSONParser.parse(text))?.arrayValue ?? [] {
+            if let items = pair.arrayValue, items.count == 2 {
+                headers.append(name: items[0].stringValue ?? "", value: items[1].stringValue ?? "")
+            }
+        }
+        return headers
     }
 }

@@ -163,7 +163,7 @@ import TurnstileSQLite
 
 /// A store whose every write fails, as a full or vanished disk would.
 struct FailingStore: EventStore {
-    func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] { throw StoreError(.unavailable, "disk I/O error") }
+    func admit(_ batch: [Admission], now: Instant) throws(StoreError) -> [AdmissionResult] { throw StoreError(.unavailable, "disk I/O error") }
     func route(limit: Int, now: Instant, _ route: (RoutableEvent) -> [String]) throws(StoreError) -> Int { throw StoreError(.unavailable, "x") }
     func lease(handler: String, limit: Int, owner: String, now: Instant, leaseSeconds: Double) throws(StoreError) -> [QueuedEvent] { throw StoreError(.unavailable, "x") }
     func backlog() throws(StoreError) -> [String: Int] { throw StoreError(.unavailable, "x") }

@@ -141,7 +141,7 @@ final class SwitchableStore: EventStore, @unchecked Sendable {
         if fail { throw StoreError(.unavailable, "database is locked") }
     }
 
-    func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] { try gate(); return try base.admit(batch) }
+    func admit(_ batch: [Admission], now: Instant) throws(StoreError) -> [AdmissionResult] { try gate(); return try base.admit(batch, now: now) }
     func route(limit: Int, now: Instant, _ route: (RoutableEvent) -> [String]) throws(StoreError) -> Int {
         try gate(); return try base.route(limit: limit, now: now, route)
     }

@@ -58,6 +58,13 @@ func admission(_ key: String, provider: String = "sync", signature: String? = ni
 
 func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
 
+extension AdmissionStore {
+    /// Admits `batch` at the latest instant it was received at, as the pipeline does.
+    func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] {
+        try admit(batch, now: batch.compactMap(\.delivery.receivedAt).max() ?? t0)
+    }
+}
+
 @Suite struct StoreConformanceTests {
     @Test(arguments: StoreKind.allCases)
     func admissionAcceptsOnceThenReportsWhichNonceWasSeen(_ kind: StoreKind) throws {
@@ -72,17 +79,23 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
     }
 
     @Test(arguments: StoreKind.allCases)
-    func anExpiredNonceCountsAsAbsentAndPruningRemovesIt(_ kind: StoreKind) throws {
+    func anExpiredNonceCountsAsAbsentAndPruningRemovesOnlyExpiredOnes(_ kind: StoreKind) throws {
         guard let (store, _) = try kind.make() else { return }
         _ = try store.admit([admission("e1", keepFor: 10)])
         let later = t0.adding(seconds: 20)
         guard case .accepted = try store.admit([admission("e1", at: later, keepFor: 10)])[0] else {
             Issue.record("an expired nonce still counted"); return
         }
-        _ = try store.admit([admission("e2", keepFor: 10)])
-        // e2's two nonces expired at t0+10; e1's were renewed until t0+30.
-        #expect(try store.pruneNonces(now: t0.adding(seconds: 25)) == 2)
-        #expect(try store.pruneNonces(now: t0.adding(seconds: 25)) == 0)
+        _ = try store.admit([admission("e2", keepFor: 10), admission("long", keepFor: 3 * 86_400)])
+        // Pruning while e1 (until t0+30) and long (three days) live removes neither: both are still duplicates.
+        _ = try store.pruneNonces(now: t0.adding(seconds: 25))
+        #expect(try store.admit([admission("e1", at: t0.adding(seconds: 26), keepFor: 10)]) == [.duplicate(.seenSignature, requeuedEventID: nil)])
+        // Two days on, every nonce but long's has expired: they go (a store may keep them until their whole day
+        // has), and long's stays.
+        #expect(try store.pruneNonces(now: t0.adding(seconds: 2 * 86_400)) >= 2)
+        #expect(try store.pruneNonces(now: t0.adding(seconds: 2 * 86_400)) == 0)
+        #expect(try store.admit([admission("long", at: t0.adding(seconds: 2 * 86_400), keepFor: 10)])
+                == [.duplicate(.seenSignature, requeuedEventID: nil)])
     }
 
     @Test(arguments: StoreKind.allCases)
@@ -233,24 +246,30 @@ func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
     }
 
     @Test(arguments: StoreKind.allCases)
-    func archivePruningKeepsWhatQueuedEventsAndDeadLettersStillRead(_ kind: StoreKind) throws {
+    func archivePruningRemovesOldDeliveriesAndQueuedEventsAndDeadLettersKeepTheirBodies(_ kind: StoreKind) throws {
         guard let (store, _) = try kind.make() else { return }
+        let recent = t0.adding(seconds: 3 * 86_400)
         _ = try store.admit([admission("done", at: t0), admission("queued", at: t0.adding(seconds: 1)),
-                             admission("dead", at: t0.adding(seconds: 2)), admission("recent", at: t0.adding(seconds: 500))])
+                             admission("dead", at: t0.adding(seconds: 2))])
+        _ = try store.admit([admission("recent", at: recent)])
         _ = try store.route(limit: 10, now: t0) { _ in ["a"] }
-        let leased = try store.lease(handler: "a", limit: 10, owner: "w", now: t0.adding(seconds: 600), leaseSeconds: 30)
+        let leased = try store.lease(handler: "a", limit: 10, owner: "w", now: recent, leaseSeconds: 30)
         try store.complete(leased.filter { $0.eventKey == "done" || $0.eventKey == "recent" }.map(\.lease))
         let dead = try #require(leased.first { $0.eventKey == "dead" })
-        try store.deadLetter(dead.lease, reason: Reason(rawValue: "handler_failed"), error: "x", now: t0.adding(seconds: 601))
-        // Older than t0+100: done, queued and dead; only done is no longer read by anything.
-        #expect(try store.pruneArchive(receivedBefore: t0.adding(seconds: 100)) == 1)
-        #expect(try store.pruneArchive(receivedBefore: t0.adding(seconds: 100)) == 0)
+        try store.deadLetter(dead.lease, reason: Reason(rawValue: "handler_failed"), error: "x", now: recent)
+        // Two days before recent: done, queued and dead leave the archive (a store may keep them until their whole
+        // day is older than the cutoff: here it is).
+        #expect(try store.pruneArchive(receivedBefore: t0.adding(seconds: 2 * 86_400)) == 3)
+        #expect(try store.pruneArchive(receivedBefore: t0.adding(seconds: 2 * 86_400)) == 0)
         var left: [String] = []
         try store.forEachArchived(provider: nil, since: nil) { left.append(String(decoding: $0.body, as: UTF8.self)) }
-        #expect(left == [#"{"id":"queued"}"#, #"{"id":"dead"}"#, #"{"id":"recent"}"#])
+        #expect(left == [#"{"id":"recent"}"#])
         // The queued event and the dead letter still have their bodies.
-        let queued = try store.lease(handler: "a", limit: 10, owner: "w", now: t0.adding(seconds: 700), leaseSeconds: 30)
+        let queued = try store.lease(handler: "a", limit: 10, owner: "w", now: recent.adding(seconds: 100), leaseSeconds: 1_000)
         #expect(queued.map(\.payload) == [Array(#"{"id":"queued"}"#.utf8)])
+        #expect(try store.requeueDeadLetters(nil, now: recent) == 1)
+        let requeued = try store.lease(handler: "a", limit: 10, owner: "w", now: recent.adding(seconds: 200), leaseSeconds: 30)
+        #expect(requeued.map(\.payload) == [Array(#"{"id":"dead"}"#.utf8)])
     }
 
     @Test(arguments: StoreKind.allCases)
