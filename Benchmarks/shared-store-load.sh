@@ -56,6 +56,12 @@ run_wrk() { # PORT CONNECTIONS SALT OUTPUT
 }
 
 rate() { awk '/Requests\/sec/ {print $2}' "$1"; }
+# CPU seconds (user + system) used so far by the given processes, and by every PostgreSQL server process.
+cpu() { for pid in "$@"; do awk '{print $14 + $15}' "/proc/$pid/stat"; done | awk -v hz="$(getconf CLK_TCK)" '{t += $1} END {printf "%.3f", t / hz}'; }
+pg_cpu() { cpu $(pgrep -u postgres -f "postgres" | tr '\n' ' '); }
+cpu_line() { # LABEL REQUESTS TURNSTILE_CPU_BEFORE AFTER PG_BEFORE AFTER
+    python3 -c "n=float('$2'); print('  %-50s turnstile %5.0f µs, PostgreSQL %5.0f µs of CPU per delivery' % ('$1', ($4-$3)*1e6/n, ($6-$5)*1e6/n))"
+}
 p99() { awk '/^ +99%/ {print $2}' "$1"; }
 non2xx() { awk '/Non-2xx/ {print $NF}' "$1" | grep . || echo 0; }
 
@@ -68,10 +74,12 @@ write_config sqlite "sqlite:$work/turnstile.db"
 # Two instances on one PostgreSQL, each with its own wrk, at once.
 start a
 start b
+t0=$(cpu "$(cat "$work/a.pid")" "$(cat "$work/b.pid")"); p0=$(pg_cpu)
 run_wrk "$port_a" 32 1 "$work/a.wrk" &
 wrk_a=$!
 run_wrk "$port_b" 32 2 "$work/b.wrk"
 wait "$wrk_a"
+t1=$(cpu "$(cat "$work/a.pid")" "$(cat "$work/b.pid")"); p1=$(pg_cpu)
 sleep 2 # let dispatch finish what is queued
 depth=$(psql "$pg_url" -Atc "SELECT COUNT(*) FROM turnstile_events")
 stop a
@@ -81,7 +89,9 @@ dispatched=$(cat "$work/a.jsonl" "$work/b.jsonl" 2>/dev/null | wc -l)
 
 # One instance on the same PostgreSQL (a new schema each run would be fairer to the first; the tables only grew).
 start single
+s0=$(cpu "$(cat "$work/single.pid")"); q0=$(pg_cpu)
 run_wrk "$port_single" 64 3 "$work/single.wrk"
+s1=$(cpu "$(cat "$work/single.pid")"); q1=$(pg_cpu)
 stop single
 
 start sqlite
@@ -120,5 +130,8 @@ printf '%-52s %8s req/s  %5s of nginx  p99 %-8s %s\n' "one serve instance, SQLit
     "$(share "$(rate "$work/sqlite.wrk")")" "$(p99 "$work/sqlite.wrk")" "non-2xx $(non2xx "$work/sqlite.wrk")"
 printf '%-52s %8s req/s\n' "nginx, fixed 200, 1 worker" "$nginx_rate"
 echo "two instances: stored $stored deliveries, dispatched $dispatched across both, queue depth $depth after 2 s"
+echo "CPU (user + system, from /proc/PID/stat; receivers dispatching meanwhile):"
+cpu_line "two instances" "$(awk '/requests in/ {n += $1} END {print n}' "$work/a.wrk" "$work/b.wrk")" "$t0" "$t1" "$p0" "$p1"
+cpu_line "one instance" "$(awk '/requests in/ {print $1}' "$work/single.wrk")" "$s0" "$s1" "$q0" "$q1"
 echo
 "$bin" bench pipeline --store "$pg_url" --count 20000 --runs 3

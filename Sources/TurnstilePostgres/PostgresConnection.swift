@@ -107,6 +107,9 @@ final class PostgresConnection {
         // Our transactions are short: one left open (a process paused or killed mid-transaction) is ended by the
         // server after 5 s, so its row and advisory locks do not hold other instances up.
         _ = try? execute("SET idle_in_transaction_session_timeout = '5s'")
+        // Plans are made for the tables as they are at each execution: a generic plan cached while a day's new
+        // partition was empty would scan it whole once it holds millions of rows (no ANALYZE has run on it yet).
+        _ = try? execute("SET plan_cache_mode = force_custom_plan")
     }
 
     deinit { PQfinish(handle) }

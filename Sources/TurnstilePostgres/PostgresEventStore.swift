@@ -8,9 +8,9 @@ import Foundation
 /// - A batch of deliveries is one transaction (group commit), enqueue and archive included, in a constant number
 ///   of statements whatever its size: each column of the batch is bound as one array and unnested.
 /// - Nonces are inserted if absent. Admission first takes a transaction-scoped advisory lock per nonce (in
-///   one sorted order, so two batches never deadlock), then looks for live nonces in a statement of its own,
-///   so two instances admitting the same delivery at once accept it exactly once: the second waits for the
-///   first's commit and then sees its row.
+///   one sorted order, so two batches never deadlock; a batch of more than 64 deliveries takes one exclusive
+///   lock instead), then looks for live nonces in a statement of its own, so two instances admitting the same
+///   delivery at once accept it exactly once: the second waits for the first's commit and then sees its row.
 /// - Nonces and the archive are partitioned by day (nonces by expiry, the archive by arrival), so expired
 ///   nonces and old deliveries leave by dropping whole partitions, not by row deletes that bloat the tables;
 ///   partitions are made ahead by maintenance and on demand by admission.
@@ -255,6 +255,10 @@ public final class PostgresEventStore: EventStore, Sendable {
     private static let routingLock: Int64 = 0x7475_0002
     private static let partitionLock: Int64 = 0x7475_0003
     private static let pruningLock: Int64 = 0x7475_0004
+    /// Held shared with the nonce locks of a small batch, exclusively (alone) by a large one.
+    private static let admissionLock: Int64 = 0x7475_0005
+    /// Nonce locks one admission takes at most: a batch with more takes ``admissionLock`` exclusively.
+    static let nonceLocksPerBatch = 128
 
     // MARK: Partitions
 
@@ -442,9 +446,17 @@ public final class PostgresEventStore: EventStore, Sendable {
     /// then every new nonce, archive row, queue row and dead letter in one statement, with the wake-up of idle
     /// workers, which PostgreSQL delivers when the transaction commits.
     private func admit(_ batch: [Admission], nonces: [NonceKeys], locks: [Int64], now: Instant, in db: PostgresConnection) throws -> [AdmissionResult] {
-        try db.query("""
-            SELECT pg_advisory_xact_lock(k) FROM (SELECT k FROM unnest($1::BIGINT[]) WITH ORDINALITY AS u(k, o) ORDER BY o) AS sorted
-            """, [.text(PostgresArray.literal(locks))])
+        if locks.count > Self.nonceLocksPerBatch {
+            // A large batch takes the schema's admission lock alone, exclusively, instead of a lock per nonce: the
+            // locks of one transaction stay few (PostgreSQL's lock table is shared and small, 64 per connection).
+            try db.query("SELECT pg_advisory_xact_lock($1::INTEGER, hashtext(current_schema()))", [.integer(Self.admissionLock)])
+        } else {
+            try db.query("""
+                SELECT pg_advisory_xact_lock_shared($2::INTEGER, hashtext(current_schema())),
+                       (SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock(k)
+                                              FROM (SELECT k FROM unnest($1::BIGINT[]) WITH ORDINALITY AS u(k, o) ORDER BY o) AS sorted) AS taken)
+                """, [.text(PostgresArray.literal(locks)), .integer(Self.admissionLock)])
+        }
         // A new statement, so a new snapshot: it sees every nonce committed by whoever held a lock before us.
         let all = nonces.flatMap { [$0.signature, $0.event] }
         let found = try db.query("""
@@ -610,20 +622,37 @@ public final class PostgresEventStore: EventStore, Sendable {
                     FROM turnstile_events e LEFT JOIN turnstile_archive a ON a.id = e.archive_id AND a.received_at = e.archived_at
                     WHERE e.handler = '' ORDER BY e.id LIMIT $1
                     """, [.integer(Int64(limit))])
+                // Each event becomes one delivery per handler, in two statements for the batch: new ids in arrival order,
+                // then one that deletes the routed rows and inserts their deliveries from what it deleted.
+                var routed: [Int64] = [], sources: [Int64] = [], handlers: [String?] = []
                 for row in waiting.rows {
                     let id = row.int64(0)
+                    routed.append(id)
                     let event = RoutableEvent(provider: row.text(1) ?? "", eventType: row.text(2) ?? "", payload: row.bytes(3))
                     for handler in route(event) where !handler.isEmpty {
-                        try db.query("""
-                            INSERT INTO turnstile_events (handler, provider, event_type, event_key, ordering_key, payload, received_at, reprocess,
-                                                          available_at, archive_id, archived_at)
-                            SELECT $1, provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id,
-                                   archived_at
-                            FROM turnstile_events WHERE id = $2
-                            """, [.text(handler), .integer(id)])
+                        sources.append(id)
+                        handlers.append(handler)
                     }
-                    try db.query("DELETE FROM turnstile_events WHERE id = $1", [.integer(id)])
                 }
+                guard !routed.isEmpty else { return 0 }
+                var ids: [Int64] = []
+                if !sources.isEmpty {
+                    let allocated = try db.query("SELECT ARRAY(SELECT nextval('turnstile_events_id_seq') FROM generate_series(1, $1))",
+                                                 [.integer(Int64(sources.count))])
+                    ids = PostgresArray.parse(allocated.rows.first?.text(0) ?? "{}").compactMap { $0.flatMap(Int64.init) }.sorted()
+                    guard ids.count == sources.count else {
+                        throw PostgresError(sqlState: nil, message: "the id allocation returned \(ids.count) ids for \(sources.count)")
+                    }
+                }
+                try db.query("""
+                    WITH routed AS (DELETE FROM turnstile_events WHERE id = ANY($1::BIGINT[]) RETURNING *)
+                    INSERT INTO turnstile_events (id, handler, provider, event_type, event_key, ordering_key, payload, received_at, reprocess,
+                                                  available_at, archive_id, archived_at)
+                    SELECT d.id, d.handler, r.provider, r.event_type, r.event_key, r.ordering_key, r.payload, r.received_at, r.reprocess,
+                           r.available_at, r.archive_id, r.archived_at
+                    FROM unnest($2::BIGINT[], $3::BIGINT[], $4::TEXT[]) AS d(id, source, handler) JOIN routed r ON r.id = d.source
+                    """, [.text(PostgresArray.literal(routed)), .text(PostgresArray.literal(ids)), .text(PostgresArray.literal(sources)),
+                          .text(PostgresArray.literal(handlers))])
                 return waiting.rows.count
             }
         }

@@ -331,6 +331,41 @@ extension AdmissionStore {
         #expect(accepted.withLock { $0 } == 25)
         #expect(try first.queueDepth() == 25)
     }
+
+    /// Large batches (which a shared store may admit under one lock) and single deliveries from them, admitted
+    /// at once by several connections: each delivery is accepted exactly once in total.
+    @Test(arguments: [StoreKind.sqliteFile, .postgres])
+    func concurrentLargeAndSmallBatchesAcceptEachDeliveryOnce(_ kind: StoreKind) throws {
+        guard let (first, place) = try kind.make() else { return }
+        var stores: [any EventStore] = [first]
+        for _ in 1..<4 { stores.append(try #require(try kind.make(sharing: place)).store) }
+        let keys = (0..<150).map { "big-\($0)" }
+        let accepted = Locked<[String: Int]>([:])
+        let failures = Locked<[String]>([])
+        let group = DispatchGroup()
+        for (index, store) in stores.enumerated() {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                do {
+                    // Two connections admit the whole set in one batch (in opposite orders), two one by one.
+                    let order = index % 2 == 0 ? keys : keys.reversed()
+                    let batches = index < 2 ? [order] : order.map { [$0] }
+                    for batch in batches {
+                        for (key, result) in zip(batch, try store.admit(batch.map { admission($0) })) {
+                            if case .accepted = result { accepted.withLock { $0[key, default: 0] += 1 } }
+                        }
+                    }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+            }.start()
+        }
+        group.wait()
+        #expect(failures.withLock { $0 }.isEmpty)
+        #expect(accepted.withLock { $0 } == Dictionary(uniqueKeysWithValues: keys.map { ($0, 1) }))
+        #expect(try first.queueDepth() == keys.count)
+    }
 }
 
 /// PostgreSQL only: commits that queue work wake the workers of every instance.
