@@ -11,6 +11,7 @@
 # Every request is a new delivery: the wrk script signs each body it makes with OpenSSL's HMAC (LuaJIT FFI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. Benchmarks/nginx-reference.sh
 seconds=${1:-15}
 connections=64
 threads=2
@@ -79,28 +80,9 @@ start "$bin" bench http-reference --listen 127.0.0.1:0
 run_wrk "http://127.0.0.1:$port" "$seconds" > "$work/reference.wrk"
 stop
 
-mkdir -p "$work/nginx"/{client_body,proxy,fastcgi,uwsgi,scgi}
-nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/client_body; proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        client_body_buffer_size 64k;
-        location / { return 200 '{"outcome":"accepted"}'; }
-    }
-}
-CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon on; user root;'
-sleep 0.3
+start_nginx "$work"
 run_wrk "http://127.0.0.1:$nginx_port" "$seconds" > "$work/nginx.wrk"
-kill -QUIT "$(cat "$work/nginx/nginx.pid")"; sleep 0.3
+stop_nginx "$work"
 
 echo
 echo "wrk -t$threads -c$connections -d${seconds}s --latency, distinct signed 1 KB POSTs, 127.0.0.1 ($(nproc) cores)"

@@ -11,6 +11,7 @@
 # PostgreSQL: a throwaway cluster made by .ci/postgres.sh (as the postgres user), stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. Benchmarks/nginx-reference.sh
 seconds=${1:-15}
 work=$(mktemp -d)
 eval "$(bash .ci/postgres.sh start)"
@@ -98,24 +99,9 @@ start sqlite
 run_wrk "$port_sqlite" 64 4 "$work/sqlite.wrk"
 stop sqlite
 
-mkdir -p "$work/nginx"/{client_body,proxy,fastcgi,uwsgi,scgi}
-nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/client_body; proxy_temp_path $work/nginx/proxy;
-    fastcgi_temp_path $work/nginx/fastcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
-    server { listen 127.0.0.1:$nginx_port; client_body_buffer_size 64k; location / { return 200 '{"outcome":"accepted"}'; } }
-}
-CONF
-nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon on; user root;'
-sleep 0.3
+start_nginx "$work"
 run_wrk "$nginx_port" 64 5 "$work/nginx.wrk"
-kill -QUIT "$(cat "$work/nginx/nginx.pid")"; sleep 0.3
+stop_nginx "$work"
 
 two=$(python3 -c "print('%.0f' % (float('$(rate "$work/a.wrk")') + float('$(rate "$work/b.wrk")')))")
 nginx_rate=$(rate "$work/nginx.wrk")

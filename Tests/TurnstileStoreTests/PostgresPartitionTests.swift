@@ -47,29 +47,17 @@ import TurnstileSync
     }
 
     @Test func severalInstancesPruningAtOnceRemoveEachPartitionOnce() throws {
-        guard let (first, schema) = try StoreKind.postgres.make() else { return }
-        var stores: [any EventStore] = [first]
-        for _ in 1..<4 { stores.append(try #require(try StoreKind.postgres.make(sharing: schema)).store) }
+        guard let stores = try StoreKind.postgres.makeShared(4) else { return }
+        let first = stores[0]
         for index in 0..<40 {
             _ = try first.admit([admission("e\(index)", at: t0.adding(seconds: Double(index) * 86_400 / 10))])
         }
         let removed = Locked(0)
-        let failures = Locked<[String]>([])
-        let group = DispatchGroup()
-        for store in stores {
-            group.enter()
-            Thread {
-                defer { group.leave() }
-                do {
-                    let count = try store.pruneNonces(now: t0.adding(seconds: 10 * 86_400))
-                    removed.withLock { $0 += count }
-                } catch {
-                    failures.withLock { $0.append("\(error)") }
-                }
-            }.start()
+        let failures = onThreadsAtOnce(stores) { _, store in
+            let count = try store.pruneNonces(now: t0.adding(seconds: 10 * 86_400))
+            removed.withLock { $0 += count }
         }
-        group.wait()
-        #expect(failures.withLock { $0 }.isEmpty)
+        #expect(failures.isEmpty)
         // Pruning is skipped by whoever finds another instance at it, so repeat until nothing is left.
         var more = 0
         for store in stores { more += try store.pruneNonces(now: t0.adding(seconds: 10 * 86_400)) }

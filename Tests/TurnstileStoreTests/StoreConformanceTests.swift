@@ -58,6 +58,31 @@ func admission(_ key: String, provider: String = "sync", signature: String? = ni
 
 func everyone(_ event: RoutableEvent) -> [String] { ["a", "b"] }
 
+extension StoreKind {
+    /// `count` stores of this kind on one place (connections of several instances to one shared store).
+    func makeShared(_ count: Int) throws -> [any EventStore]? {
+        guard let (first, place) = try make() else { return nil }
+        var stores: [any EventStore] = [first]
+        for _ in 1..<count { stores.append(try #require(try make(sharing: place)).store) }
+        return stores
+    }
+}
+
+/// Runs `body` for each store on a thread of its own, all at once, and returns the errors they threw.
+func onThreadsAtOnce(_ stores: [any EventStore], _ body: @escaping @Sendable (Int, any EventStore) throws -> Void) -> [String] {
+    let failures = Locked<[String]>([])
+    let group = DispatchGroup()
+    for (index, store) in stores.enumerated() {
+        group.enter()
+        Thread {
+            defer { group.leave() }
+            do { try body(index, store) } catch { failures.withLock { $0.append("\(error)") } }
+        }.start()
+    }
+    group.wait()
+    return failures.withLock { $0 }
+}
+
 extension AdmissionStore {
     /// Admits `batch` at the latest instant it was received at, as the pipeline does.
     func admit(_ batch: [Admission]) throws(StoreError) -> [AdmissionResult] {
@@ -307,64 +332,39 @@ extension AdmissionStore {
     /// accepted exactly once in total, every round.
     @Test(arguments: [StoreKind.sqliteFile, .postgres])
     func concurrentAdmissionOfOneDeliveryAcceptsItOnce(_ kind: StoreKind) throws {
-        guard let (first, place) = try kind.make() else { return }
-        var stores: [any EventStore] = [first]
-        for _ in 1..<4 { stores.append(try #require(try kind.make(sharing: place)).store) }
+        guard let stores = try kind.makeShared(4) else { return }
         let accepted = Locked(0)
-        let failures = Locked<[String]>([])
+        var failures: [String] = []
         for round in 0..<25 {
-            let group = DispatchGroup()
-            for store in stores {
-                group.enter()
-                Thread {
-                    defer { group.leave() }
-                    do {
-                        if case .accepted = try store.admit([admission("round-\(round)")])[0] { accepted.withLock { $0 += 1 } }
-                    } catch {
-                        failures.withLock { $0.append("\(error)") }
-                    }
-                }.start()
+            failures += onThreadsAtOnce(stores) { _, store in
+                if case .accepted = try store.admit([admission("round-\(round)")])[0] { accepted.withLock { $0 += 1 } }
             }
-            group.wait()
         }
-        #expect(failures.withLock { $0 }.isEmpty)
+        #expect(failures.isEmpty)
         #expect(accepted.withLock { $0 } == 25)
-        #expect(try first.queueDepth() == 25)
+        #expect(try stores[0].queueDepth() == 25)
     }
 
     /// Large batches (which a shared store may admit under one lock) and single deliveries from them, admitted
     /// at once by several connections: each delivery is accepted exactly once in total.
     @Test(arguments: [StoreKind.sqliteFile, .postgres])
     func concurrentLargeAndSmallBatchesAcceptEachDeliveryOnce(_ kind: StoreKind) throws {
-        guard let (first, place) = try kind.make() else { return }
-        var stores: [any EventStore] = [first]
-        for _ in 1..<4 { stores.append(try #require(try kind.make(sharing: place)).store) }
+        guard let stores = try kind.makeShared(4) else { return }
         let keys = (0..<150).map { "big-\($0)" }
         let accepted = Locked<[String: Int]>([:])
-        let failures = Locked<[String]>([])
-        let group = DispatchGroup()
-        for (index, store) in stores.enumerated() {
-            group.enter()
-            Thread {
-                defer { group.leave() }
-                do {
-                    // Two connections admit the whole set in one batch (in opposite orders), two one by one.
-                    let order = index % 2 == 0 ? keys : keys.reversed()
-                    let batches = index < 2 ? [order] : order.map { [$0] }
-                    for batch in batches {
-                        for (key, result) in zip(batch, try store.admit(batch.map { admission($0) })) {
-                            if case .accepted = result { accepted.withLock { $0[key, default: 0] += 1 } }
-                        }
-                    }
-                } catch {
-                    failures.withLock { $0.append("\(error)") }
+        let failures = onThreadsAtOnce(stores) { index, store in
+            // Two connections admit the whole set in one batch (in opposite orders), two one by one.
+            let order = index % 2 == 0 ? keys : keys.reversed()
+            let batches = index < 2 ? [order] : order.map { [$0] }
+            for batch in batches {
+                for (key, result) in zip(batch, try store.admit(batch.map { admission($0) })) {
+                    if case .accepted = result { accepted.withLock { $0[key, default: 0] += 1 } }
                 }
-            }.start()
+            }
         }
-        group.wait()
-        #expect(failures.withLock { $0 }.isEmpty)
+        #expect(failures.isEmpty)
         #expect(accepted.withLock { $0 } == Dictionary(uniqueKeysWithValues: keys.map { ($0, 1) }))
-        #expect(try first.queueDepth() == keys.count)
+        #expect(try stores[0].queueDepth() == keys.count)
     }
 }
 
