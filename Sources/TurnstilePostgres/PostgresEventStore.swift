@@ -390,7 +390,7 @@ public final class PostgresEventStore: EventStore, Sendable {
     public func admit(_ batch: [Admission], now: Instant) throws(StoreError) -> [AdmissionResult] {
         guard !batch.isEmpty else { return [] }
         let nonces = batch.map(NonceKeys.init)
-        let locks = Array(Set(nonces.flatMap { [$0.signature.lockKey, $0.event.lockKey] })).sorted()
+        let locks = Array(Set(nonces.flatMap { [Self.lockKey($0.signature), Self.lockKey($0.event)] })).sorted()
         return try withConnection("admit") { db in
             do {
                 return try db.transaction { try admit(batch, nonces: nonces, locks: locks, now: now, in: db) }
@@ -408,28 +408,9 @@ public final class PostgresEventStore: EventStore, Sendable {
         }
     }
 
-    /// A nonce as the table keys it.
-    struct Nonce: Hashable {
-        var provider: String
-        var category: Int64
-        var scope: String
-        var value: [UInt8]
-
-        /// The advisory lock that serialises admissions of this nonce: FNV-1a over its fields (the same on every
-        /// instance; Swift's `Hasher` is seeded per process). Two nonces that share a key only wait for each other.
-        var lockKey: Int64 {
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            func mix(_ bytes: some Sequence<UInt8>) {
-                for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-                hash = (hash ^ 0xff) &* 0x100_0000_01b3
-            }
-            mix(provider.utf8)
-            mix(String(category).utf8)
-            mix(scope.utf8)
-            mix(value)
-            return Int64(bitPattern: hash)
-        }
-    }
+    /// The advisory lock that serialises admissions of a nonce (the same on every instance). Two nonces that
+    /// share a key only wait for each other.
+    static func lockKey(_ nonce: Nonce) -> Int64 { Int64(bitPattern: nonce.stableHash) }
 
     /// An admission's two nonces.
     struct NonceKeys {
@@ -437,8 +418,8 @@ public final class PostgresEventStore: EventStore, Sendable {
         var event: Nonce
 
         init(_ admission: Admission) {
-            signature = Nonce(provider: admission.provider, category: 0, scope: admission.kind ?? "", value: admission.signature)
-            event = Nonce(provider: admission.provider, category: 1, scope: "", value: Array(admission.eventKey.utf8))
+            signature = admission.signatureNonce
+            event = admission.eventNonce
         }
     }
 

@@ -10,7 +10,7 @@ extension SQLiteEventStore {
     /// Call it on a fresh store.
     public func plainInsertRate(_ admissions: [Admission], batchSize: Int) throws(StoreError) -> Double {
         try withConnectionForBaseline { db in
-            let nonce = try db.prepare("INSERT INTO nonces (provider, category, scope, value, expires_at) VALUES (?, ?, ?, ?, ?)")
+            let nonce = try db.prepare("INSERT INTO nonce_log (hash, provider, category, scope, value, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
             let archive = try db.prepare("INSERT INTO archive (provider, received_at, path, headers, body) VALUES (?, ?, ?, ?, ?)")
             let event = try db.prepare("""
                 INSERT INTO events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id)
@@ -26,10 +26,10 @@ extension SQLiteEventStore {
                     for position in index..<end {
                         let admission = admissions[position]
                         let received = admission.delivery.receivedAt?.secondsSince1970 ?? 0
-                        try nonce.bind(.text(admission.provider), .integer(0), .text(admission.kind ?? ""), .blob(admission.signature),
-                                       .real(admission.signatureExpiresAt.secondsSince1970)).run()
-                        try nonce.bind(.text(admission.provider), .integer(1), .text(""), .blob(Array(admission.eventKey.utf8)),
-                                       .real(admission.eventExpiresAt.secondsSince1970)).run()
+                        for (key, expiry) in [(admission.signatureNonce, admission.signatureExpiresAt), (admission.eventNonce, admission.eventExpiresAt)] {
+                            try nonce.bind(.integer(0), .text(key.provider), .integer(key.category), .text(key.scope), .blob(key.value),
+                                           .real(expiry.secondsSince1970)).run()
+                        }
                         try archive.bind(.text(admission.provider), .real(received), .null, .text(headers[position]),
                                          .blob(admission.delivery.body)).run()
                         try event.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey),

@@ -34,7 +34,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     }
 
     /// The schema version this code writes; older stores are migrated at open.
-    public static let schemaVersion = 5
+    public static let schemaVersion = 6
     /// The SQLite library in use.
     public static var libraryVersion: String { SQLiteConnection.libraryVersion }
 
@@ -42,6 +42,10 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     /// Serialises use of `connection` (also taken by ``WALCheckpointer`` for the last step of a checkpoint).
     let lock = Lock()
     private let connection: SQLiteConnection
+    /// The rows of `nonce_log`, in memory (guarded by `lock`); caught up with other processes' rows in every admission.
+    private var nonceIndex: NonceIndex
+    /// The highest `nonce_log` id ``nonceIndex`` has taken in (guarded by `lock`).
+    private var nonceLogSeen: Int64
     /// The WAL's length in frames after this connection's last commit, once ``checkpointElsewhere()`` ran.
     private let walFrames = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
 
@@ -68,6 +72,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             try opened.execute("PRAGMA foreign_keys = ON")
             try opened.execute("PRAGMA cache_size = -32768")
             try Self.migrate(opened)
+            (nonceIndex, nonceLogSeen) = try Self.loadNonceIndex(opened)
         } catch {
             // A schema newer than this code is not an outage: retrying will not help, a newer binary will.
             let code: StoreError.Code = error.isSchemaTooNew ? .incompatible : .unavailable
@@ -97,7 +102,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     // MARK: Schema
 
-    private static let migrations: [String] = [
+    static let migrations: [String] = [
         // Version 1.
         """
         CREATE TABLE nonces (
@@ -184,7 +189,56 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         CREATE INDEX events_order ON events (ordering_key, handler, id) WHERE ordering_key <> '';
         CREATE INDEX events_handler ON events (handler, id);
         """,
+        // Version 6: nonces in an append-only log, found through an in-memory index of their hashes (`NonceIndex`).
+        // Rows go in id order, so a batch's nonces fill the last page or two instead of dirtying a B-tree page
+        // each (the random keys of the old primary key cost a 4 KB page per nonce in the WAL and again at the
+        // checkpoint). A row is never updated: a nonce seen again after it expired gets a row of its own.
+        // `fillNonceLog` moves the old table's rows.
+        """
+        CREATE TABLE nonce_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            hash INTEGER NOT NULL,              -- Nonce.stableHash as a signed 64-bit integer
+            provider TEXT NOT NULL,
+            category INTEGER NOT NULL,          -- 0: signature (scope = event kind), 1: event identity
+            scope TEXT NOT NULL,
+            value BLOB NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        CREATE INDEX nonce_log_expiry ON nonce_log (expires_at);
+        """,
     ]
+
+    /// Work of a migration that SQL alone cannot do, run after its SQL in the same transaction, by version.
+    private static let migrationSteps: [Int: @Sendable (SQLiteConnection) throws(SQLiteError) -> Void] = [6: fillNonceLog]
+
+    /// Version 6: moves the nonces of the old table into the log, with their hashes.
+    private static func fillNonceLog(_ db: SQLiteConnection) throws(SQLiteError) {
+        let select = try db.prepare("SELECT provider, category, scope, value, expires_at FROM nonces ORDER BY expires_at")
+        let insert = try db.prepare("INSERT INTO nonce_log (hash, provider, category, scope, value, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+        while try select.step() {
+            let nonce = Nonce(provider: select.text(0) ?? "", category: select.int64(1), scope: select.text(2) ?? "", value: select.blob(3))
+            try insert.bind(.integer(Int64(bitPattern: nonce.stableHash)), .text(nonce.provider), .integer(nonce.category), .text(nonce.scope),
+                            .blob(nonce.value), .real(select.double(4))).run()
+        }
+        select.reset()
+        try db.execute("DROP TABLE nonces")
+    }
+
+    /// Every row of `nonce_log` (expired ones too: a replay may admit as of an earlier instant, and pruning
+    /// removes them), and the highest id.
+    private static func loadNonceIndex(_ db: SQLiteConnection) throws(SQLiteError) -> (NonceIndex, Int64) {
+        let count = try db.prepare("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM nonce_log")
+        guard try count.step() else { return (NonceIndex(), 0) }
+        let (rows, highest) = (Int(count.int64(0)), count.int64(1))
+        count.reset()
+        var index = NonceIndex(capacity: rows + rows / 4)
+        let select = try db.prepare("SELECT id, hash, expires_at FROM nonce_log")
+        while try select.step() {
+            index.insert(hash: UInt64(bitPattern: select.int64(1)), row: select.int64(0), expiresAt: select.double(2))
+        }
+        select.reset()
+        return (index, highest)
+    }
 
     private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
         let current = Int(try connection.scalarText("PRAGMA user_version") ?? "0") ?? 0
@@ -195,7 +249,9 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
         for version in current..<migrations.count {
             do {
-                try connection.execute("BEGIN IMMEDIATE; \(migrations[version]) PRAGMA user_version = \(version + 1); COMMIT;")
+                try connection.execute("BEGIN IMMEDIATE; \(migrations[version]) PRAGMA user_version = \(version + 1);")
+                try migrationSteps[version + 1]?(connection)
+                try connection.execute("COMMIT")
             } catch {
                 try? connection.execute("ROLLBACK")
                 throw SQLiteError(code: error.code, extendedCode: error.extendedCode,
@@ -250,30 +306,86 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     // MARK: Admission
 
     public func admit(_ batch: [Admission], now: Instant) throws(StoreError) -> [AdmissionResult] {
-        // The header text is made before the write lock is taken.
+        // The header text and the nonces' hashes are made before the write lock is taken.
         let headers = batch.map { Self.archived($0.delivery.headers) }
+        let nonces = batch.map { (signature: LoggedNonce($0.signatureNonce), event: LoggedNonce($0.eventNonce)) }
         return try withConnection("admit") { db in
-            try db.transaction {
-                try batch.indices.map { try admit(batch[$0], headers: headers[$0], now: now.secondsSince1970, in: db) }
+            var logged: [(hash: UInt64, row: Int64)] = []
+            do {
+                let results = try db.transaction {
+                    try catchUpNonceLog(db)
+                    return try batch.indices.map {
+                        try admit(batch[$0], nonces: nonces[$0], headers: headers[$0], now: now.secondsSince1970, logged: &logged, in: db)
+                    }
+                }
+                nonceLogSeen = logged.last?.row ?? nonceLogSeen
+                return results
+            } catch {
+                // The rows are gone with the transaction (and their ids may be handed out again): so are their entries.
+                for entry in logged { nonceIndex.remove(hash: entry.hash, row: entry.row) }
+                throw error
             }
         }
     }
 
-    private func admit(_ admission: Admission, headers: String, now: Double, in db: SQLiteConnection) throws -> AdmissionResult {
-        // Insert-if-absent; an expired nonce that was not pruned yet counts as absent.
-        let insertNonce = try db.prepare("""
-            INSERT INTO nonces (provider, category, scope, value, expires_at) VALUES (?, ?, ?, ?, ?)
-            ON CONFLICT DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at < ?
-            """)
-        try insertNonce.bind(.text(admission.provider), .integer(0), .text(admission.kind ?? ""), .blob(admission.signature),
-                             .real(admission.signatureExpiresAt.secondsSince1970), .real(now)).run()
+    /// Entries in the nonce index: the log's rows, less those pruned.
+    var indexedNonces: Int { lock.withLock { nonceIndex.count } }
+
+    /// A nonce with its hash, made outside the lock.
+    private struct LoggedNonce {
+        var nonce: Nonce
+        var hash: UInt64
+        init(_ nonce: Nonce) {
+            self.nonce = nonce
+            hash = nonce.stableHash
+        }
+    }
+
+    /// Takes into the index the rows other processes logged since this one last wrote. Called inside the write
+    /// transaction, which `BEGIN IMMEDIATE` makes the only writer, so no row can come in between.
+    private func catchUpNonceLog(_ db: SQLiteConnection) throws {
+        let select = try db.prepare("SELECT id, hash, expires_at FROM nonce_log WHERE id > ? ORDER BY id")
+        try select.bind(.integer(nonceLogSeen))
+        defer { select.reset() }
+        while try select.step() {
+            nonceIndex.insert(hash: UInt64(bitPattern: select.int64(1)), row: select.int64(0), expiresAt: select.double(2))
+            nonceLogSeen = select.int64(0)
+        }
+    }
+
+    /// Whether a row of the log bears `nonce` and is live at `now`: the index's candidates, each checked against its row.
+    private func isLive(_ nonce: LoggedNonce, now: Double, in db: SQLiteConnection) throws -> Bool {
+        let row = try db.prepare("SELECT provider, category, scope, value, expires_at FROM nonce_log WHERE id = ?")
+        return try nonceIndex.firstRow(hash: nonce.hash, liveAt: now) { id in
+            try row.bind(.integer(id))
+            defer { row.reset() }
+            guard try row.step() else { return false }
+            return row.double(4) >= now && row.int64(1) == nonce.nonce.category && row.text(0) == nonce.nonce.provider
+                && row.text(2) == nonce.nonce.scope && row.blob(3) == nonce.nonce.value
+        }
+    }
+
+    /// Logs `nonce` unless it is live; says whether it was logged.
+    private func logIfAbsent(_ nonce: LoggedNonce, expiresAt: Instant, now: Double, logged: inout [(hash: UInt64, row: Int64)],
+                             in db: SQLiteConnection) throws -> Bool {
+        guard try !isLive(nonce, now: now, in: db) else { return false }
+        try db.prepare("INSERT INTO nonce_log (hash, provider, category, scope, value, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(.integer(Int64(bitPattern: nonce.hash)), .text(nonce.nonce.provider), .integer(nonce.nonce.category),
+                  .text(nonce.nonce.scope), .blob(nonce.nonce.value), .real(expiresAt.secondsSince1970)).run()
+        let row = db.lastInsertRowID
+        nonceIndex.insert(hash: nonce.hash, row: row, expiresAt: expiresAt.secondsSince1970)
+        logged.append((nonce.hash, row))
+        return true
+    }
+
+    private func admit(_ admission: Admission, nonces: (signature: LoggedNonce, event: LoggedNonce), headers: String, now: Double,
+                       logged: inout [(hash: UInt64, row: Int64)], in db: SQLiteConnection) throws -> AdmissionResult {
+        // An expired nonce that was not pruned yet counts as absent.
         var duplicate: Reason? = nil
-        if db.changes == 0 {
+        if try !logIfAbsent(nonces.signature, expiresAt: admission.signatureExpiresAt, now: now, logged: &logged, in: db) {
             duplicate = .seenSignature
-        } else {
-            try insertNonce.bind(.text(admission.provider), .integer(1), .text(""), .blob(Array(admission.eventKey.utf8)),
-                                 .real(admission.eventExpiresAt.secondsSince1970), .real(now)).run()
-            if db.changes == 0 { duplicate = .seenEvent }
+        } else if try !logIfAbsent(nonces.event, expiresAt: admission.eventExpiresAt, now: now, logged: &logged, in: db) {
+            duplicate = .seenEvent
         }
         if let duplicate {
             guard admission.reprocess else { return .duplicate(duplicate, requeuedEventID: nil) }
@@ -555,8 +667,10 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     public func pruneNonces(now: Instant) throws(StoreError) -> Int {
         try withConnection("prune") { db in
-            try db.prepare("DELETE FROM nonces WHERE expires_at < ?").bind(.real(now.secondsSince1970)).run()
-            return db.changes
+            try db.prepare("DELETE FROM nonce_log WHERE expires_at < ?").bind(.real(now.secondsSince1970)).run()
+            let pruned = db.changes
+            nonceIndex.removeExpired(before: now.secondsSince1970)
+            return pruned
         }
     }
 
