@@ -63,6 +63,9 @@ public struct Receiver: Sendable {
         // Everything that can throw happens before any stored property is set.
         let ingest = try Ingest(config: config)
         let store = try Self.openStore(config)
+        // The nonce index is loaded before the first delivery, not by it (best effort: a failure here recurs at
+        // the first admission, which reports it).
+        try? (store as? SQLiteEventStore)?.loadNonceIndex()
         // A private in-memory database cannot be shared between connections: dispatch uses the same one.
         let dispatchStore = config.store == .sqlite(path: ":memory:") ? store : try Self.openStore(config, forDispatch: true)
         var pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())

@@ -42,10 +42,13 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     /// Serialises use of `connection` (also taken by ``WALCheckpointer`` for the last step of a checkpoint).
     let lock = Lock()
     private let connection: SQLiteConnection
-    /// The rows of `nonce_log`, in memory (guarded by `lock`); caught up with other processes' rows in every admission.
-    private var nonceIndex: NonceIndex
+    /// The rows of `nonce_log`, in memory (guarded by `lock`); caught up with other processes' rows in every
+    /// admission. Loaded by the first admission or ``loadNonceIndex()``: a connection that only dispatches or
+    /// runs a store command never holds it.
+    private var nonceIndex = NonceIndex()
+    private var nonceIndexLoaded = false
     /// The highest `nonce_log` id ``nonceIndex`` has taken in (guarded by `lock`).
-    private var nonceLogSeen: Int64
+    private var nonceLogSeen: Int64 = 0
     /// The WAL's length in frames after this connection's last commit, once ``checkpointElsewhere()`` ran.
     private let walFrames = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
 
@@ -72,7 +75,6 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             try opened.execute("PRAGMA foreign_keys = ON")
             try opened.execute("PRAGMA cache_size = -32768")
             try Self.migrate(opened)
-            (nonceIndex, nonceLogSeen) = try Self.loadNonceIndex(opened)
         } catch {
             // A schema newer than this code is not an outage: retrying will not help, a newer binary will.
             let code: StoreError.Code = error.isSchemaTooNew ? .incompatible : .unavailable
@@ -224,22 +226,6 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         try db.execute("DROP TABLE nonces")
     }
 
-    /// Every row of `nonce_log` (expired ones too: a replay may admit as of an earlier instant, and pruning
-    /// removes them), and the highest id.
-    private static func loadNonceIndex(_ db: SQLiteConnection) throws(SQLiteError) -> (NonceIndex, Int64) {
-        let count = try db.prepare("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM nonce_log")
-        guard try count.step() else { return (NonceIndex(), 0) }
-        let (rows, highest) = (Int(count.int64(0)), count.int64(1))
-        count.reset()
-        var index = NonceIndex(capacity: rows + rows / 4)
-        let select = try db.prepare("SELECT id, hash, expires_at FROM nonce_log")
-        while try select.step() {
-            index.insert(hash: UInt64(bitPattern: select.int64(1)), row: select.int64(0), expiresAt: select.double(2))
-        }
-        select.reset()
-        return (index, highest)
-    }
-
     private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
         let current = Int(try connection.scalarText("PRAGMA user_version") ?? "0") ?? 0
         guard current <= migrations.count else {
@@ -262,7 +248,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     // MARK: Access
 
-    private func withConnection<T>(_ what: String, _ body: (SQLiteConnection) throws -> T) throws(StoreError) -> T {
+    func withConnection<T>(_ what: String, _ body: (SQLiteConnection) throws -> T) throws(StoreError) -> T {
         do {
             return try lock.withLock {
                 do { return try body(connection) } catch let error as SQLiteError where error.isFull {
@@ -329,7 +315,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     }
 
     /// Entries in the nonce index: the log's rows, less those pruned.
-    var indexedNonces: Int { lock.withLock { nonceIndex.count } }
+    public var indexedNonces: Int { lock.withLock { nonceIndex.count } }
 
     /// A nonce with its hash, made outside the lock.
     private struct LoggedNonce {
@@ -341,9 +327,25 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
     }
 
-    /// Takes into the index the rows other processes logged since this one last wrote. Called inside the write
-    /// transaction, which `BEGIN IMMEDIATE` makes the only writer, so no row can come in between.
+    /// Loads the nonce index now instead of at the first admission (`serve` does before it listens: 5 million
+    /// nonces take about 4 s and 134 MB).
+    public func loadNonceIndex() throws(StoreError) {
+        try withConnection("load the nonce index") { db in try catchUpNonceLog(db) }
+    }
+
+    /// Takes into the index the rows other processes logged since this one last wrote (at first, every row:
+    /// expired ones too, since a replay may admit as of an earlier instant, and pruning removes them). Called
+    /// inside the write transaction, which `BEGIN IMMEDIATE` makes the only writer, so no row can come in
+    /// between; or alone, when any row missed is caught up by the next admission.
     private func catchUpNonceLog(_ db: SQLiteConnection) throws {
+        if !nonceIndexLoaded {
+            let count = try db.prepare("SELECT COUNT(*) FROM nonce_log")
+            let rows = try count.step() ? Int(count.int64(0)) : 0
+            count.reset()
+            nonceIndex = NonceIndex(capacity: rows)
+            nonceLogSeen = 0
+            nonceIndexLoaded = true
+        }
         let select = try db.prepare("SELECT id, hash, expires_at FROM nonce_log WHERE id > ? ORDER BY id")
         try select.bind(.integer(nonceLogSeen))
         defer { select.reset() }
@@ -669,7 +671,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         try withConnection("prune") { db in
             try db.prepare("DELETE FROM nonce_log WHERE expires_at < ?").bind(.real(now.secondsSince1970)).run()
             let pruned = db.changes
-            nonceIndex.removeExpired(before: now.secondsSince1970)
+            if nonceIndexLoaded { nonceIndex.removeExpired(before: now.secondsSince1970) }
             return pruned
         }
     }

@@ -8,17 +8,20 @@ struct BenchCommand: TurnstileCommand {
     static let spec = CommandSpec(
         name: "bench",
         abstract: "Print throughput figures next to raw-library references measured in the same run.",
-        usage: "bench verify [--runs N] [--seconds S] [--scheme NAME] | bench pipeline [--runs N] [--count N] [--replay N] [--store postgres://…] | bench http-reference --listen HOST:PORT",
+        usage: "bench verify [--runs N] [--seconds S] [--scheme NAME] | bench pipeline [--runs N] [--count N] [--replay N] [--store postgres://…] | bench large-store [--runs N] [--count N] [--nonces N] [--archived N] [--keep PATH] | bench http-reference --listen HOST:PORT",
         options: [
             .option("runs", "N", help: "Measurements per figure; the median is printed (default 5 for verify, 3 for pipeline)."),
             .option("seconds", "S", help: "verify: rough length of one measurement in seconds (default 0.3)."),
             .option("scheme", "NAME", help: "verify: measure only this scheme (for profiling)."),
-            .option("count", "N", help: "pipeline: deliveries per measurement (default 20000)."),
+            .option("count", "N", help: "pipeline, large-store: deliveries per measurement (default 20000)."),
+            .option("nonces", "N", help: "large-store: live nonces in the large store (default 5000000)."),
+            .option("archived", "N", help: "large-store: archived 1 KB deliveries in the large store (default 1000000)."),
+            .option("keep", "PATH", help: "large-store: keep the large store at PATH (built there if absent, reused if present)."),
             .option("replay", "N", help: "pipeline: also time the replay command on N generated deliveries (default 100000; 0 skips)."),
             .option("listen", "HOST:PORT", help: "http-reference: where to listen (port 0 picks a free one)."),
             .option("store", "URL", help: "pipeline: measure on this PostgreSQL database instead (a schema per run; password in PGPASSWORD)."),
         ],
-        positionals: ("verify | pipeline | http-reference", true),
+        positionals: ("verify | pipeline | large-store | http-reference", true),
         discussion: """
             verify: verifications per second of every scheme on 1 KB bodies (the whole Ingest.verify path: header
             look-up, parsing, HMAC, body fields, timestamps), next to raw OpenSSL HMAC-SHA256 on the same bodies with
@@ -26,6 +29,9 @@ struct BenchCommand: TurnstileCommand {
             pipeline: deliveries per second through verify + dedup + durable enqueue on SQLite (synchronous=FULL), next to
             plain SQLite inserts of the same rows with the same transaction batching; then wall time and peak memory of
             the replay command on generated files of N/10 and N deliveries.
+            large-store: the pipeline's durable rate on a store like one a month in production (live nonces and archived
+            deliveries, built first, which takes a minute or two and about 2 GB of disk at the defaults), next to an
+            empty store, batched 1000 and 64 per transaction; also how long the large store takes to open.
             http-reference: Turnstile's HTTP server answering every request with a fixed 200 (no verification, store or
             log) until SIGTERM/SIGINT, for a load generator to measure beside nginx and `serve` (Benchmarks/http-load.sh).
             """)
@@ -38,11 +44,14 @@ struct BenchCommand: TurnstileCommand {
     let replayCount: Int
     let listen: String?
     let store: String?
+    let nonces: Int
+    let archived: Int
+    let keep: String?
 
     init(_ arguments: ParsedArguments) throws(UsageError) {
         guard arguments.positionals.count == 1, let target = arguments.positionals.first,
-              ["verify", "pipeline", "http-reference"].contains(target) else {
-            throw UsageError("say what to measure: verify, pipeline or http-reference")
+              ["verify", "pipeline", "large-store", "http-reference"].contains(target) else {
+            throw UsageError("say what to measure: verify, pipeline, large-store or http-reference")
         }
         self.target = target
         listen = arguments.value("listen")
@@ -53,6 +62,9 @@ struct BenchCommand: TurnstileCommand {
         if target == "http-reference", listen == nil { throw UsageError("bench http-reference needs --listen HOST:PORT") }
         runs = try arguments.positiveInteger("runs") ?? (target == "verify" ? 5 : 3)
         count = try arguments.positiveInteger("count") ?? 20_000
+        nonces = try arguments.positiveInteger("nonces") ?? 5_000_000
+        archived = try arguments.positiveInteger("archived") ?? 1_000_000
+        keep = arguments.value("keep")
         if let text = arguments.value("replay") {
             guard let value = Int(text), value >= 0 else { throw UsageError("--replay must be a whole number, got \"\(text)\"") }
             replayCount = value
@@ -74,6 +86,9 @@ struct BenchCommand: TurnstileCommand {
     func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
         if target == "pipeline" {
             return try await PipelineBench(runs: runs, count: count, replayCount: replayCount, postgresURL: store, console: console).run()
+        }
+        if target == "large-store" {
+            return try await LargeStoreBench(runs: runs, count: count, nonces: nonces, archived: archived, keep: keep, console: console).run()
         }
         if target == "http-reference", let listen {
             return try await HTTPReferenceBench(listen: listen, console: console).run()
@@ -108,17 +123,17 @@ struct BenchCommand: TurnstileCommand {
             }
             console.err("  run \(run)/\(runs) done")
         }
-        let rawMedian = median(raw)
+        let rawMedian = BenchTable.median(raw)
         console.out("Verifications per second on 1 KB bodies (median of \(runs) runs, one core; \"of raw\" is the median of")
         console.out("each run's ratio to the raw EVP_MAC_CTX rate measured just before and after that scheme)")
-        console.out(pad("scheme", 20) + pad("per second", 14) + pad("of raw", 9) + pad("target", 9) + "met")
-        console.out(pad("raw EVP_MAC_CTX", 20) + pad(format(rawMedian), 14) + pad("100%", 9) + pad("-", 9) + "-")
-        console.out(pad("raw one-shot HMAC()", 20) + pad(format(median(oneShot)), 14)
-                    + pad(percent(median(oneShot) / rawMedian), 9) + pad("-", 9) + "-")
+        console.out(BenchTable.pad("scheme", 20) + BenchTable.pad("per second", 14) + BenchTable.pad("of raw", 9) + BenchTable.pad("target", 9) + "met")
+        console.out(BenchTable.pad("raw EVP_MAC_CTX", 20) + BenchTable.pad(BenchTable.format(rawMedian), 14) + BenchTable.pad("100%", 9) + BenchTable.pad("-", 9) + "-")
+        console.out(BenchTable.pad("raw one-shot HMAC()", 20) + BenchTable.pad(BenchTable.format(BenchTable.median(oneShot)), 14)
+                    + BenchTable.pad(BenchTable.percent(BenchTable.median(oneShot) / rawMedian), 9) + BenchTable.pad("-", 9) + "-")
         for (index, benchCase) in cases.enumerated() {
-            let ratio = median(ratios[index])
-            console.out(pad(benchCase.name, 20) + pad(format(median(rates[index])), 14) + pad(percent(ratio), 9)
-                        + pad(percent(benchCase.target), 9) + (ratio >= benchCase.target ? "yes" : "no"))
+            let ratio = BenchTable.median(ratios[index])
+            console.out(BenchTable.pad(benchCase.name, 20) + BenchTable.pad(BenchTable.format(BenchTable.median(rates[index])), 14) + BenchTable.pad(BenchTable.percent(ratio), 9)
+                        + BenchTable.pad(BenchTable.percent(benchCase.target), 9) + (ratio >= benchCase.target ? "yes" : "no"))
         }
         return ExitStatus.success
     }
@@ -129,26 +144,6 @@ struct BenchCommand: TurnstileCommand {
         let iterations = max(2_000, Int(probe * seconds))
         return body(iterations)
     }
-
-    private func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        guard !sorted.isEmpty else { return 0 }
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-    }
-
-    private func pad(_ text: String, _ width: Int) -> String {
-        text + String(repeating: " ", count: max(1, width - text.count))
-    }
-
-    private func format(_ rate: Double) -> String {
-        let whole = Int(rate.rounded())
-        var digits = Array(String(whole))
-        var index = digits.count - 3
-        while index > 0 { digits.insert(",", at: index); index -= 3 }
-        return String(digits)
-    }
-
-    private func percent(_ ratio: Double) -> String { "\(Int((ratio * 100).rounded()))%" }
 }
 
 /// One scheme's verification benchmark: a provider, a signed 1 KB delivery and the instant to judge it at.

@@ -46,12 +46,12 @@ struct PipelineBench {
             console.err("  run \(run)/\(runs) done")
         }
         console.out("Deliveries per second into \(engine) (median of \(runs) runs)")
-        console.out(pad("transaction batching", 24) + pad("pipeline", 12) + pad("plain inserts", 15) + "pipeline / plain")
+        console.out(BenchTable.pad("transaction batching", 24) + BenchTable.pad("pipeline", 12) + BenchTable.pad("plain inserts", 15) + "pipeline / plain")
         for (name, samples) in [("1000 per transaction", batched), ("1 per transaction", singles)] {
-            let pipeline = median(samples.map(\.0))
-            let plain = median(samples.map(\.1))
-            let ratios = median(samples.map { $0.0 / $0.1 })
-            console.out(pad(name, 24) + pad(format(pipeline), 12) + pad(format(plain), 15) + "\(Int((ratios * 100).rounded()))%")
+            let pipeline = BenchTable.median(samples.map(\.0))
+            let plain = BenchTable.median(samples.map(\.1))
+            let ratios = BenchTable.median(samples.map { $0.0 / $0.1 })
+            console.out(BenchTable.pad(name, 24) + BenchTable.pad(BenchTable.format(pipeline), 12) + BenchTable.pad(BenchTable.format(plain), 15) + BenchTable.percent(ratios))
         }
         if replayCount > 0 && postgresURL == nil {
             try replayFigures(folder: folder)
@@ -70,6 +70,12 @@ struct PipelineBench {
     private func pipelineRate(_ deliveries: [Delivery], batch: Int, ingest: Ingest, config: TurnstileConfig, place: String) throws -> Double {
         let (store, cleanUp) = try freshStore(place)
         defer { cleanUp() }
+        return try Self.pipelineRate(deliveries, batch: batch, ingest: ingest, config: config, store: store)
+    }
+
+    /// Deliveries per second through verify, dedup and durable enqueue into `store`, `batch` at a time, each
+    /// batch's verification overlapped with the previous one's commit as `serve` does. Every delivery must be new.
+    static func pipelineRate(_ deliveries: [Delivery], batch: Int, ingest: Ingest, config: TurnstileConfig, store: any EventStore) throws -> Double {
         let pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
         let watch = Stopwatch()
         var accepted = 0
@@ -109,7 +115,7 @@ struct PipelineBench {
         ]))
         console.out("")
         console.out("turnstile replay of generated files (1 KB sync deliveries, distinct), wall time and peak RSS")
-        console.out(pad("deliveries", 12) + pad("dispatch", 10) + pad("seconds", 10) + pad("per second", 12) + "peak RSS")
+        console.out(BenchTable.pad("deliveries", 12) + BenchTable.pad("dispatch", 10) + BenchTable.pad("seconds", 10) + BenchTable.pad("per second", 12) + "peak RSS")
         for (size, dispatch) in [(replayCount / 10, false), (replayCount, false), (replayCount, true)] {
             let file = "\(folder)/replay-\(size).ndjson"
             if !FileManager.default.fileExists(atPath: file) { try Self.writeDeliveries(count: size, ingest: ingest, to: file) }
@@ -120,8 +126,8 @@ struct PipelineBench {
             var arguments = ["replay", "--config", configPath, file]
             if !dispatch { arguments.insert("--no-dispatch", at: 1) }
             let (seconds, peakKiB) = try Self.timeChild(arguments)
-            console.out(pad(String(size), 12) + pad(dispatch ? "yes" : "no", 10) + pad(String(format: "%.2f", seconds), 10)
-                        + pad(format(Double(size) / seconds), 12) + "\(peakKiB / 1024) MiB")
+            console.out(BenchTable.pad(String(size), 12) + BenchTable.pad(dispatch ? "yes" : "no", 10) + BenchTable.pad(String(format: "%.2f", seconds), 10)
+                        + BenchTable.pad(BenchTable.format(Double(size) / seconds), 12) + "\(peakKiB / 1024) MiB")
         }
     }
 
@@ -147,10 +153,11 @@ struct PipelineBench {
     }
 
     /// `count` distinct, signed 1 KB Sync deliveries.
-    static func deliveries(count: Int, ingest: Ingest) throws -> [Delivery] {
+    /// `count` distinct signed Sync deliveries of 1 KB; `salt` goes into every id, so runs can differ.
+    static func deliveries(count: Int, ingest: Ingest, salt: String = "") throws -> [Delivery] {
         let scheme = ingest.scheme(for: "sync")!
         return try (0..<count).map { index in
-            let body = VerifyBenchCase.body(#""id":"gen_\#(index)","status":"COMPLETED","model":"lipsync-2","outputDuration":10.5"#)
+            let body = VerifyBenchCase.body(#""id":"gen_\#(salt)\#(index)","status":"COMPLETED","model":"lipsync-2","outputDuration":10.5"#)
             let headers = try scheme.signatureHeaders(body: body, at: signedAt)
             return Delivery(provider: "sync", receivedAt: signedAt.adding(seconds: 1), headers: headers, body: body)
         }
@@ -173,19 +180,5 @@ struct PipelineBench {
             try handle.write(contentsOf: chunk)
             chunk.removeAll(keepingCapacity: true)
         }
-    }
-
-    private func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        return sorted.isEmpty ? 0 : sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
-    }
-
-    private func pad(_ text: String, _ width: Int) -> String { text + String(repeating: " ", count: max(1, width - text.count)) }
-
-    private func format(_ rate: Double) -> String {
-        var digits = Array(String(Int(rate.rounded())))
-        var index = digits.count - 3
-        while index > 0 { digits.insert(",", at: index); index -= 3 }
-        return String(digits)
     }
 }
