@@ -64,12 +64,23 @@ public struct StandardErrorLogHandler: LogHandler {
     public func flush() { buffer?.flush() }
 
     public func log(level: LogLevel, message: String, metadata: [(String, String)]) {
-        var object = JSONObject()
-        object["ts"] = .string(clock.now().iso8601)
-        object["level"] = .string(level.rawValue)
-        object["msg"] = .string(message)
-        for (key, value) in metadata { object[key] = .string(value) }
-        var bytes = JSONValue.object(object).javaScriptStringified()
+        var bytes: [UInt8]
+        let keys = ["ts", "level", "msg"] + metadata.map(\.0)
+        if JSONWriter.keysNeedJSONObject(keys) {
+            var object = JSONObject()
+            object["ts"] = .string(clock.now().iso8601)
+            object["level"] = .string(level.rawValue)
+            object["msg"] = .string(message)
+            for (key, value) in metadata { object[key] = .string(value) }
+            bytes = JSONValue.object(object).javaScriptStringified()
+        } else {
+            var line = JSONWriter()
+            line.add("ts", string: clock.now().iso8601)
+            line.add("level", string: level.rawValue)
+            line.add("msg", string: message)
+            for (key, value) in metadata { line.add(key, string: value) }
+            bytes = line.finish()
+        }
         bytes.append(0x0a)
         if let buffer { buffer.append(bytes) } else { LogBuffer.write(bytes) }
     }

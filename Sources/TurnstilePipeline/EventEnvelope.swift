@@ -6,27 +6,27 @@ import TurnstileCore
 public enum EventEnvelope {
     /// The envelope as one line of JSON (no newline).
     public static func json(_ event: GenericEvent, context: DispatchContext) -> [UInt8] {
-        var object = JSONObject()
-        object["event_id"] = .number(JSONNumber(context.eventID))
-        object["provider"] = .string(event.provider)
-        object["event_type"] = .string(event.type)
-        object["event_key"] = .string(event.key)
-        object["received_at"] = .string(event.receivedAt.iso8601)
-        object["attempt"] = .number(JSONNumber(Int64(context.attempt)))
-        object["reprocess"] = .bool(context.isReprocess)
-        object["handler"] = .string(context.handlerName)
-        if event.payload != nil, !event.body.contains(0x0a), !event.body.contains(0x0d) {
-            // The body is JSON on one line already: copy its bytes instead of re-serialising it.
-            object["payload"] = .null
-            var line = JSONValue.object(object).javaScriptStringified()
-            line.removeLast("null}".utf8.count)
-            line += event.body
-            line.append(UInt8(ascii: "}"))
-            return line
+        var line = JSONWriter(reservingCapacity: event.body.count + 320)
+        line.add("event_id", integer: context.eventID)
+        line.add("provider", string: event.provider)
+        line.add("event_type", string: event.type)
+        line.add("event_key", string: event.key)
+        line.add("received_at", string: event.receivedAt.iso8601)
+        line.add("attempt", integer: Int64(context.attempt))
+        line.add("reprocess", bool: context.isReprocess)
+        line.add("handler", string: context.handlerName)
+        if let payload = event.payload {
+            if !event.body.contains(0x0a), !event.body.contains(0x0d) {
+                // The body is JSON on one line already: its bytes are copied instead of re-serialised.
+                line.add("payload", json: event.body)
+            } else {
+                line.add("payload", payload)
+            }
+        } else {
+            line.add("payload", .null)
+            line.add("body", string: String(decoding: event.body, as: UTF8.self))
         }
-        object["payload"] = event.payload ?? .null
-        if event.payload == nil { object["body"] = .string(String(decoding: event.body, as: UTF8.self)) }
-        return JSONValue.object(object).javaScriptStringified()
+        return line.finish()
     }
 
 }

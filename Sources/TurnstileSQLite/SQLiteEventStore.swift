@@ -730,7 +730,17 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
 
     /// Headers as the archive keeps them: a JSON array of `[name, value]` pairs, in order.
     static func archived(_ headers: HeaderFields) -> String {
-        JSONValue.array(headers.map { .array([.string($0.name), .string($0.value)]) }).serialized()
+        var text: [UInt8] = [UInt8(ascii: "[")]
+        text.reserveCapacity(headers.reduce(2) { $0 + $1.name.utf8.count + $1.value.utf8.count + 8 })
+        for (index, field) in headers.enumerated() {
+            text += index == 0 ? [UInt8(ascii: "[")] : [UInt8(ascii: ","), UInt8(ascii: "[")]
+            JSONWriter.appendString(field.name, to: &text)
+            text.append(UInt8(ascii: ","))
+            JSONWriter.appendString(field.value, to: &text)
+            text.append(UInt8(ascii: "]"))
+        }
+        text.append(UInt8(ascii: "]"))
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// Headers read back from ``archived(_:)``'s text; anything else in it is skipped.

@@ -124,3 +124,33 @@ import TurnstileCore
         #expect(value.serialized() == #"{"a":[1,{"b":null}],"c":false}"#)
     }
 }
+
+/// The byte writer of the hot path writes exactly what the generic serialiser writes for the same object.
+@Suite struct JSONWriterTests {
+    @Test func theWriterMatchesTheGenericSerialiser() throws {
+        let awkward = "quote \" backslash \\ newline \n tab \t nul \u{0} bell \u{7} é 日本 🎉 </script>"
+        var line = JSONWriter()
+        line.add("text", string: awkward)
+        line.add("small", integer: -42)
+        line.add("large", integer: Int64.max)
+        line.add("exact", integer: 1 << 53 - 1)
+        line.add("flag", bool: false)
+        line.add("nested", .array([.null, .number(JSONNumber(1.5)), .object(JSONObject())]))
+        line.add("raw", json: Array(#"{"a":[1,2]}"#.utf8))
+        var object = JSONObject()
+        object["text"] = .string(awkward)
+        object["small"] = .number(JSONNumber(Int64(-42)))
+        object["large"] = .number(JSONNumber(Int64.max))
+        object["exact"] = .number(JSONNumber(Int64(1 << 53 - 1)))
+        object["flag"] = .bool(false)
+        object["nested"] = .array([.null, .number(JSONNumber(1.5)), .object(JSONObject())])
+        object["raw"] = try JSONParser.parse(#"{"a":[1,2]}"#)
+        #expect(String(decoding: line.finish(), as: UTF8.self) == JSONValue.object(object).serialized())
+    }
+
+    @Test func keysThatJavaScriptWouldReorderOrMergeAreSentToJSONObject() {
+        #expect(!JSONWriter.keysNeedJSONObject(["ts", "level", "msg", "provider"]))
+        #expect(JSONWriter.keysNeedJSONObject(["ts", "msg", "msg"]))
+        #expect(JSONWriter.keysNeedJSONObject(["ts", "7"]))
+    }
+}
