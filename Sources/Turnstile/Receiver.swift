@@ -71,6 +71,7 @@ public struct Receiver: Sendable {
         var pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
         let health = StoreHealth()
         pipeline.health = health
+        pipeline.router = { [registry] event in registry.route(event) }
         let metrics = PipelineMetrics(providers: ingest.providerNames)
         let dispatcher = Dispatcher(store: dispatchStore, registry: registry, settings: config.dispatch, logger: logger,
                                     observer: { event, handler, succeeded, seconds in

@@ -128,6 +128,10 @@ public struct Admission: Sendable {
     public var deadLetter: (reason: Reason, message: String)?
     /// `replay --reprocess`: a seen event is queued again (flagged as a reprocess) instead of only reported.
     public var reprocess: Bool
+    /// The handlers the event goes to, when the admitting receiver routed it already (its body is at hand
+    /// then, and routing later would read it back). A store may queue one delivery per handler at once, or
+    /// keep the event for ``QueueStore/route(limit:now:_:)`` as when this is nil; the outcome is the same.
+    public var handlers: [String]? = nil
 
     public init(provider: String, kind: String?, eventType: String, eventKey: String, orderingKey: String,
                 signature: [UInt8], signatureExpiresAt: Instant, eventExpiresAt: Instant, delivery: Delivery,

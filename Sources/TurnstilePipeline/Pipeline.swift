@@ -45,6 +45,9 @@ public struct Pipeline: Sendable {
     private let retention: [String: Double]
     /// Told of every admission transaction's outcome, when set (`serve`'s `/healthz` reads it).
     public var health: StoreHealth? = nil
+    /// Routes each verified event to its handlers while its body is at hand, when set (the receiver sets its
+    /// registry's); otherwise the dispatcher routes it after admission.
+    public var router: (@Sendable (RoutableEvent) -> [String])? = nil
 
     /// - Throws: ``InputError`` when an event schema is missing from `catalog`.
     public init(config: TurnstileConfig, ingest: Ingest, store: any EventStore, catalog: SchemaCatalog) throws(InputError) {
@@ -173,12 +176,16 @@ public struct Pipeline: Sendable {
             let deadLetter = schemaViolation(eventType: eventType, body: delivery.body)
             let keep = retention[verified.provider] ?? Double(ProviderConfig.defaultRetentionSeconds)
             let signatureExpiry = ingest.scheme(for: verified.provider)?.signatureNonceExpiry(signedAt: verified.signedAt)
-            let admission = Admission(
+            var admission = Admission(
                 provider: verified.provider, kind: verified.kind, eventType: eventType, eventKey: verified.eventKey,
                 orderingKey: verified.orderingKey, signature: verified.signature,
                 signatureExpiresAt: signatureExpiry ?? instant.adding(seconds: keep),
                 eventExpiresAt: instant.adding(seconds: keep), delivery: delivery, signedAt: verified.signedAt,
                 deadLetter: deadLetter, reprocess: reprocess)
+            // A dead letter is routed when it is retried, not now.
+            if deadLetter == nil, let router {
+                admission.handlers = router(RoutableEvent(provider: verified.provider, eventType: eventType, payload: delivery.body))
+            }
             var verdict = DeliveryVerdict(outcome: .accepted, eventType: eventType, eventKey: verified.eventKey,
                                           detail: deadLetter?.message, deadLettered: deadLetter != nil,
                                           usedStringifyFallback: verified.usedStringifyFallback)

@@ -410,17 +410,24 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         return .accepted(eventID: try enqueue(admission, archiveID: archiveID, now: now, in: db))
     }
 
+    /// Queues the event: one delivery per handler when the admission was routed already, else one row for
+    /// ``route(limit:now:_:)`` (handler ''). Returns the first row's id.
     private func enqueue(_ admission: Admission, archiveID: Int64?, now: Double, in db: SQLiteConnection) throws -> Int64 {
         let received = admission.delivery.receivedAt?.secondsSince1970 ?? now
         let insert = try db.prepare("""
-            INSERT INTO events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO events (provider, event_type, event_key, ordering_key, payload, received_at, reprocess, available_at, archive_id, handler)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
-        // The body is written once: a queued event points at its archive row when it has one.
-        try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(admission.storedOrderingKey),
-                        archiveID == nil ? .blob(admission.delivery.body) : .null, .real(received), .integer(admission.reprocess ? 1 : 0),
-                        .real(0), archiveID.map(SQLiteValue.integer) ?? .null).run()
-        let id = db.lastInsertRowID
+        let routed = admission.deadLetter == nil ? admission.handlers?.filter { !$0.isEmpty } ?? [] : []
+        var first: Int64? = nil
+        for handler in routed.isEmpty ? [""] : routed {
+            // The body is written once: a queued event points at its archive row when it has one.
+            try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(admission.storedOrderingKey),
+                            archiveID == nil ? .blob(admission.delivery.body) : .null, .real(received), .integer(admission.reprocess ? 1 : 0),
+                            .real(0), archiveID.map(SQLiteValue.integer) ?? .null, .text(handler)).run()
+            first = first ?? db.lastInsertRowID
+        }
+        let id = first ?? db.lastInsertRowID
         if let (reason, message) = admission.deadLetter {
             try moveToDeadLetters(id, reason: reason, error: message, now: now, in: db)
         }

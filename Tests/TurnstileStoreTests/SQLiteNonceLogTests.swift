@@ -95,4 +95,18 @@ import TurnstileCore
         #expect(try store.pruneNonces(now: t0) == 1, "the expired one came across too, and pruning removes it")
         #expect(store.indexedNonces == 5, "the two old live ones, and gone's two and its signature's")
     }
+
+    @Test func sqliteQueuesARoutedEventPerHandlerAtAdmissionWithNoRoutingStep() throws {
+        let store = try SQLiteEventStore(path: temporaryPath())
+        var routed = admission("r1")
+        routed.handlers = ["a", "b"]
+        var nowhere = admission("r2")
+        nowhere.handlers = []
+        var broken = admission("r3", deadLetter: (.schemaViolation, "broken"))
+        broken.handlers = ["a"]
+        _ = try store.admit([routed, nowhere, broken])
+        #expect(try store.backlog() == ["a": 1, "b": 1, "": 1], "r2, which no handler wants, waits for routing to drop it")
+        #expect(try store.deadLetterCount() == 1, "a dead letter is not routed at admission")
+        #expect(try store.lease(handler: "b", limit: 10, owner: "w", now: t0, leaseSeconds: 30).map(\.eventKey) == ["r1"])
+    }
 }

@@ -155,6 +155,27 @@ extension AdmissionStore {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func anEventRoutedAtAdmissionReachesEachOfItsHandlersOnce(_ kind: StoreKind) throws {
+        guard let (store, _) = try kind.make() else { return }
+        var routed = admission("r1", ordering: "order-1")
+        routed.handlers = ["a", "b"]
+        var second = admission("r2", ordering: "order-1")
+        second.handlers = ["a"]
+        _ = try store.admit([routed, second, admission("plain")])
+        // A store may have queued them per handler already, or kept them for routing: after routing, each
+        // handler holds its own deliveries once, in arrival order per ordering key.
+        while try store.route(limit: 10, now: t0, { _ in ["a", "b"] }) == 10 {}
+        let a = try store.lease(handler: "a", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
+        #expect(a.map(\.eventKey) == ["r1", "plain"], "r2 waits behind r1, which has the same ordering key")
+        let b = try store.lease(handler: "b", limit: 10, owner: "w", now: t0, leaseSeconds: 30)
+        #expect(b.map(\.eventKey) == ["r1", "plain"])
+        #expect((a + b).allSatisfy { $0.payload == Array(#"{"id":"\#($0.eventKey)"}"#.utf8) })
+        try store.complete(a.map(\.lease))
+        #expect(try store.lease(handler: "a", limit: 10, owner: "w", now: t0, leaseSeconds: 30).map(\.eventKey) == ["r2"])
+        #expect(try store.lease(handler: "b", limit: 10, owner: "w", now: t0, leaseSeconds: 30).isEmpty)
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func aLeaseKeepsOthersOffUntilItExpires(_ kind: StoreKind) throws {
         guard let (store, _) = try kind.make() else { return }
         _ = try store.admit([admission("e1")])
