@@ -66,13 +66,13 @@ public struct Pipeline: Sendable {
         self.retention = retention
     }
 
-    /// Verifies each delivery, then admits the verified ones in ONE transaction.
+    /// Verifies each delivery, then admits the verified ones (see ``admit(_:)`` for how they are grouped into transactions).
     ///
     /// - Parameters:
     ///   - now: judge timestamps at this instant; each delivery's `received_at` (else the clock) when nil.
     ///   - reprocess: queue already-seen events again, flagged as reprocesses.
-    /// - Returns: one verdict per delivery, in order. When the store fails, every verified delivery of the
-    ///   batch is `rejected`/`store_unavailable` and nothing of the batch was kept.
+    /// - Returns: one verdict per delivery, in order. When the store fails, every verified delivery from the
+    ///   failed transaction on is `rejected`/`store_unavailable`, and none of them was kept.
     public func process(_ deliveries: [Delivery], now: Instant? = nil, reprocess: Bool = false,
                         clock: any WallClock = SystemWallClock()) -> [DeliveryVerdict] {
         admit(prepareAll(deliveries, now: now, reprocess: reprocess, clock: clock))
@@ -99,9 +99,10 @@ public struct Pipeline: Sendable {
         return prepared.map { $0! }
     }
 
-    /// Stores the admissions of `prepared` deliveries in ONE transaction and returns every verdict, in order.
-    /// Rejected ones pass through untouched. When the store fails, every verified delivery of the batch is
-    /// `rejected`/`store_unavailable` and nothing of the batch was kept.
+    /// Stores the admissions of `prepared` deliveries and returns every verdict, in order: one transaction per
+    /// run of deliveries judged within a second of each other (all of a `serve` batch). Rejected ones pass
+    /// through untouched. When the store fails, every verified delivery from the failed transaction on
+    /// is `rejected`/`store_unavailable`, and none of them was kept.
     public func admit(_ prepared: [PreparedDelivery]) -> [DeliveryVerdict] {
         var verdicts = prepared.map(\.verdict)
         var admissions: [Admission] = []
