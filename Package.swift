@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(name: "TurnstileTests", dependencies: ["Turnstile", "TurnstileSync"]),
         .testTarget(name: "TurnstileHTTPTests", dependencies: ["TurnstileHTTP", "TurnstileTestSupport", "TurnstileSync"]),
         // One conformance suite that every store passes: SQLite on a file, SQLite in memory, PostgreSQL.
-        .testTarget(name: "TurnstileStoreTests", dependencies: ["TurnstileCore", "TurnstileSQLite", "TurnstilePostgres", "TurnstileSync"]),
+        .testTarget(name: "TurnstileStoreTests", dependencies: ["TurnstileCore", "TurnstileSQLite", "TurnstilePostgres", "TurnstileSync", "TurnstileTestSupport"]),
         .testTarget(name: "TurnstileFuzzTests", dependencies: ["TurnstileFuzz"]),
         .testTarget(name: "TurnstilePipelineTests", dependencies: ["TurnstilePipeline", "TurnstileHandlers", "TurnstileTesting", "TurnstileHTTP", "TurnstileSQLite", "TurnstileIngest", "TurnstileCore", "TurnstileSync"]),
     ],

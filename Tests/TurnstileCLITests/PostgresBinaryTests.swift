@@ -1,25 +1,26 @@
 import Foundation
 import Testing
 import TurnstileCore
+import TurnstileTestSupport
 @testable import TurnstilePostgres
 
 /// The real binary on a PostgreSQL store (in a schema of its own), the password from the environment.
 @Suite struct PostgresBinaryTests {
     /// A config for a fresh schema of the test server; nil (skipped) when none is configured outside CI.
     func config() throws -> (path: String, folder: String)? {
-        guard let url = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] else {
-            #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1", "PostgreSQL is required here")
-            print("skipped on PostgreSQL: set TURNSTILE_TEST_POSTGRES_URL (eval \"$(bash .ci/postgres.sh start)\")")
+        guard let server = TestPostgres.configured else {
+            #expect(!TestPostgres.isRequired, "PostgreSQL is required here")
+            print(TestPostgres.skipNote)
             return nil
         }
-        let password = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"]
-        let schema = "cli_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        let (url, password) = (server.url, server.password)
+        let schema = TestPostgres.schemaName("cli_")
         try PostgresConnection(url: url, password: password).execute("CREATE SCHEMA \(schema)")
         let folder = try temporaryFolder()
         let fixtures = try JSONParser.parse(String(contentsOfFile: repositoryRoot + "/fixtures/turnstile.json", encoding: .utf8))
         let path = folder + "/turnstile.json"
         try """
-            {"store":"\(url)\(url.contains("?") ? "&" : "?")options=-csearch_path%3D\(schema)","postgres":{"password":"env:TURNSTILE_TEST_POSTGRES_PASSWORD"},
+            {"store":"\(server.url(inSchema: schema))","postgres":{"password":"env:TURNSTILE_TEST_POSTGRES_PASSWORD"},
              "env_file":"\(repositoryRoot)/fixtures/secrets.env","max_body_bytes":65536,"providers":\(fixtures["providers"]!.serialized()),
              "handlers":[{"name":"all-events","type":"jsonl","path":"\(folder)/events.jsonl","events":["*"]}]}
             """.write(toFile: path, atomically: true, encoding: .utf8)
@@ -73,15 +74,15 @@ import TurnstileCore
     }
 
     @Test func aPostgreSQLStoreNewerThanTheBinaryIsIncompatible() throws {
-        guard let url = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] else {
-            #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1", "PostgreSQL is required here")
+        guard let server = TestPostgres.configured else {
+            #expect(!TestPostgres.isRequired, "PostgreSQL is required here")
             return
         }
-        let password = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"]
-        let schema = "migrate_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        let (url, password) = (server.url, server.password)
+        let schema = TestPostgres.schemaName("migrate_")
         let admin = try PostgresConnection(url: url, password: password)
         try admin.execute("CREATE SCHEMA \(schema)")
-        let scoped = url + (url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+        let scoped = server.url(inSchema: schema)
         _ = try PostgresEventStore(url: scoped, password: password)
         try admin.execute("UPDATE \(schema).turnstile_schema SET version = 99")
         do {

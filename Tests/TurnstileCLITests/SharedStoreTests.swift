@@ -54,13 +54,13 @@ final class Instance: @unchecked Sendable {
 @Suite(.serialized) struct SharedStoreTests {
     /// A config on a fresh schema of the test server (nil, skipped, when none is configured outside CI).
     func configs(_ count: Int, handlers: (_ index: Int, _ folder: String) -> String, leaseSeconds: Double = 30) throws -> (paths: [String], folder: String)? {
-        guard let url = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] else {
-            #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1", "PostgreSQL is required here")
-            print("skipped on PostgreSQL: set TURNSTILE_TEST_POSTGRES_URL (eval \"$(bash .ci/postgres.sh start)\")")
+        guard let server = TestPostgres.configured else {
+            #expect(!TestPostgres.isRequired, "PostgreSQL is required here")
+            print(TestPostgres.skipNote)
             return nil
         }
-        let password = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"]
-        let schema = "shared_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        let (url, password) = (server.url, server.password)
+        let schema = TestPostgres.schemaName("shared_")
         try PostgresConnection(url: url, password: password).execute("CREATE SCHEMA \(schema)")
         let folder = try temporaryFolder()
         try FileManager.default.createDirectory(atPath: folder + "/runs", withIntermediateDirectories: true)
@@ -69,7 +69,7 @@ final class Instance: @unchecked Sendable {
         for index in 0..<count {
             let path = folder + "/instance-\(index).json"
             try """
-                {"store":"\(url)\(url.contains("?") ? "&" : "?")options=-csearch_path%3D\(schema)","listen":"127.0.0.1:0",
+                {"store":"\(server.url(inSchema: schema))","listen":"127.0.0.1:0",
                  "postgres":{"password":"env:TURNSTILE_TEST_POSTGRES_PASSWORD"},
                  "env_file":"\(repositoryRoot)/fixtures/secrets.env","providers":\(fixtures["providers"]!.serialized()),
                  "dispatch":{"lease_seconds":\(leaseSeconds),"backoff_base_seconds":0.05,"backoff_max_seconds":0.1},
@@ -192,8 +192,8 @@ final class Instance: @unchecked Sendable {
 /// sees the outage).
 @Suite struct PostgresOutageTests {
     @Test func anOutageGives503sLosesNothingAcknowledgedAndServiceComesBackByItself() throws {
-        guard ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] != nil else {
-            #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1", "PostgreSQL is required here")
+        guard TestPostgres.configured != nil else {
+            #expect(!TestPostgres.isRequired, "PostgreSQL is required here")
             print("skipped: needs a PostgreSQL installation to start a cluster of its own (eval \"$(bash .ci/postgres.sh start)\")")
             return
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TurnstileCore
+import TurnstileTestSupport
 import TurnstileSync
 @testable import TurnstilePostgres
 
@@ -66,13 +67,13 @@ import TurnstileSync
     }
 
     @Test func aVersionOneStoreIsMigratedWithItsRows() throws {
-        guard let url = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] else {
-            #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1", "PostgreSQL is required here")
+        guard let server = TestPostgres.configured else {
+            #expect(!TestPostgres.isRequired, "PostgreSQL is required here")
             return
         }
-        let password = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"]
-        let schema = "migrate_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
-        let scoped = url + (url.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+        let (url, password) = (server.url, server.password)
+        let schema = TestPostgres.schemaName("migrate_")
+        let scoped = server.url(inSchema: schema)
         try PostgresConnection(url: url, password: password).execute("CREATE SCHEMA \(schema)")
         defer { PostgresEventStore.dropSchema(schema, url: url, password: password) }
         // A store as version 1 left it: one delivery, its nonces, its archive row (headers as JSON) and queue row.

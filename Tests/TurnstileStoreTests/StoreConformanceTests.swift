@@ -3,6 +3,7 @@ import Testing
 import TurnstileCore
 import TurnstileSQLite
 import TurnstileSync
+import TurnstileTestSupport
 @testable import TurnstilePostgres
 
 /// The stores every conformance test runs against, with the same expectations.
@@ -23,20 +24,16 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .sqliteMemory:
             return (try SQLiteEventStore(path: ":memory:"), ":memory:")
         case .postgres:
-            guard let url = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_URL"] else {
-                #expect(ProcessInfo.processInfo.environment["TURNSTILE_REQUIRE_POSTGRES"] != "1",
-                        "PostgreSQL is required here: TURNSTILE_TEST_POSTGRES_URL is not set")
-                print("skipped on PostgreSQL: set TURNSTILE_TEST_POSTGRES_URL (eval \"$(bash .ci/postgres.sh start)\")")
+            guard let server = TestPostgres.configured else {
+                #expect(!TestPostgres.isRequired, "PostgreSQL is required here: TURNSTILE_TEST_POSTGRES_URL is not set")
+                print(TestPostgres.skipNote)
                 return nil
             }
-            let password = ProcessInfo.processInfo.environment["TURNSTILE_TEST_POSTGRES_PASSWORD"]
-            let schema = shared ?? "conformance_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+            let schema = shared ?? TestPostgres.schemaName("conformance_")
             if shared == nil {
-                let admin = try PostgresConnection(url: url, password: password)
-                try admin.execute("CREATE SCHEMA \(schema)")
+                try PostgresConnection(url: server.url, password: server.password).execute("CREATE SCHEMA \(schema)")
             }
-            let separator = url.contains("?") ? "&" : "?"
-            return (try PostgresEventStore(url: url + separator + "options=-csearch_path%3D\(schema)", password: password), schema)
+            return (try PostgresEventStore(url: server.url(inSchema: schema), password: server.password), schema)
         }
     }
 }

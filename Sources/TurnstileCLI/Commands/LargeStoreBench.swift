@@ -16,13 +16,8 @@ struct LargeStoreBench {
     let console: any Console
 
     func run() async throws -> Int32 {
-        let folder = NSTemporaryDirectory() + "turnstile-bench-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let (folder, config, ingest) = try PipelineBench.setUp()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let config = TurnstileConfig(file: folder + "/bench.json", providers: [
-            ProviderConfig(name: "sync", scheme: "sync", secrets: [Secret(reference: "env:BENCH", value: Array(PipelineBench.secret.utf8))]),
-        ])
-        let ingest = try Ingest(config: config)
         let templatePath = keep ?? folder + "/template.db"
         let largePath = folder + "/large.db"
 

@@ -23,14 +23,20 @@ struct PipelineBench {
     static let secret = "whsec_bench_pipeline_secret"
     static let signedAt = Instant(iso8601: "2026-01-15T19:04:06Z")!
 
-    func run() async throws -> Int32 {
+    /// A fresh temporary folder (the caller removes it) and a config with one Sync provider whose deliveries
+    /// ``deliveries(count:ingest:salt:)`` signs.
+    static func setUp() throws -> (folder: String, config: TurnstileConfig, ingest: Ingest) {
         let folder = NSTemporaryDirectory() + "turnstile-bench-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: folder) }
         let config = TurnstileConfig(file: folder + "/bench.json", providers: [
-            ProviderConfig(name: "sync", scheme: "sync", secrets: [Secret(reference: "env:BENCH", value: Array(Self.secret.utf8))]),
+            ProviderConfig(name: "sync", scheme: "sync", secrets: [Secret(reference: "env:BENCH", value: Array(secret.utf8))]),
         ])
-        let ingest = try Ingest(config: config)
+        return (folder, config, try Ingest(config: config))
+    }
+
+    func run() async throws -> Int32 {
+        let (folder, config, ingest) = try Self.setUp()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
         let deliveries = try Self.deliveries(count: count, ingest: ingest)
         let single = Array(deliveries.prefix(max(1, min(1_000, count / 10))))
         let engine = postgresURL == nil ? "SQLite \(SQLiteEventStore.libraryVersion), synchronous=FULL" : "PostgreSQL \(StoreLocation.postgres(url: postgresURL!))"
