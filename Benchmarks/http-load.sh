@@ -86,7 +86,8 @@ durable_run() { # NAME STORE-PATH RUN: serve on the SQLite file, with CPU, bytes
     bytes0=$(written "$pid"); jsonl0=$(size "$work/events.jsonl"); log0=$(size "$work/serve.log")
     ( for _ in $(seq "$seconds"); do sleep 1; depth; done ) > "$out.depths" &
     local sampler=$!
-    run_wrk "http://127.0.0.1:$port" "$seconds" > "$out.wrk"
+    TIMEFORMAT="%U %S"
+    { time run_wrk "http://127.0.0.1:$port" "$seconds" > "$out.wrk"; } 2> "$out.wrkcpu"
     wait "$sampler"
     schedstat "$pid" > "$out.sched1"
     depth >> "$out.depths"
@@ -156,7 +157,8 @@ for name in ["durable", "large"]:
         per_run.append({"cpu": sum(threads_ns.values()) / served / 1000, "threads": {t: v / served / 1000 for t, v in threads_ns.items()},
                         "bytes": int(read(f"{name}.{r}.bytes")) / served, "served": served,
                         "depth_end": depths[-1] if depths else -1, "depth_max": max(depths) if depths else -1,
-                        "settled": int(float(read(f"{name}.{r}.settled").strip() or -1))})
+                        "settled": int(float(read(f"{name}.{r}.settled").strip() or -1)),
+                        "wrk": sum(map(float, read(f"{name}.{r}.wrkcpu").split())) * 1e6 / wrk(name, r)["requests"]})
     figures[name] = per_run
 
 print(f"wrk -t{threads} -c{connections} -d{seconds}s --latency, distinct signed 1 KB POSTs, 127.0.0.1, {cores} cores; medians of {runs} runs")
@@ -188,6 +190,7 @@ print(f"  bytes written to storage per delivery            {bytes_per:8,.0f} B  
 print(f"  queue depth at the end / 2 s later (max)         {depth_end:8.0f} / {med(x['settled'] for x in d):.0f} ({med(x['depth_max'] for x in d):.0f})"
       f"   target: under 1 s of arrivals ({rate:,.0f})   {verdict(depth_end < rate)}")
 print(f"  large store: CPU {med(x['cpu'] for x in figures['large']):.1f} µs, bytes {med(x['bytes'] for x in figures['large']):,.0f} B per delivery")
+print(f"  wrk's own CPU per request (the load generator shares the cores): {med(x['wrk'] for x in d):.1f} µs")
 print()
 print("receiver CPU per durable delivery by thread (µs; swift-tasks: dispatch and handlers, ts-commit: group commit,")
 print("ts-http-loop: HTTP, verification, log line, ts-checkpoint: WAL checkpoints):")
