@@ -63,9 +63,6 @@ public struct Receiver: Sendable {
         // Everything that can throw happens before any stored property is set.
         let ingest = try Ingest(config: config)
         let store = try Self.openStore(config)
-        // The nonce index is loaded before the first delivery, not by it (best effort: a failure here recurs at
-        // the first admission, which reports it).
-        try? (store as? SQLiteEventStore)?.loadNonceIndex()
         // A private in-memory database cannot be shared between connections: dispatch uses the same one.
         let dispatchStore = config.store == .sqlite(path: ":memory:") ? store : try Self.openStore(config, forDispatch: true)
         var pipeline = try Pipeline(config: config, ingest: ingest, store: store, catalog: try SchemaCatalog.shared())
@@ -151,6 +148,9 @@ public struct Receiver: Sendable {
     public func services(gauges: @escaping @Sendable (StoreMaintenance.Gauges) -> Void = { _ in })
         throws(InputError) -> [any Service] {
         var services: [any Service] = []
+        // A long-running receiver loads the nonce index before its first delivery, not during it (best effort: a
+        // failure here recurs at the first admission, which reports it). Batch commands load it when they admit.
+        try? (store as? SQLiteEventStore)?.loadNonceIndex()
         if let file = store as? SQLiteEventStore, file.path != ":memory:" {
             do {
                 services.append(try WALCheckpointer(store: file, others: [dispatchStore as? SQLiteEventStore].compactMap { $0 }, logger: logger))
