@@ -57,7 +57,7 @@ enum JSONStringifier {
         return indices.sorted { $0.0 < $1.0 }.map(\.1) + others
     }
 
-    private static func arrayIndex(_ key: String) -> UInt32? {
+    static func arrayIndex(_ key: String) -> UInt32? {
         let utf8 = key.utf8
         guard let first = utf8.first, first >= UInt8(ascii: "0"), first <= UInt8(ascii: "9"), utf8.count <= 10 else { return nil }
         if first == UInt8(ascii: "0") && utf8.count > 1 { return nil }

@@ -65,7 +65,7 @@ public struct JSONWriter {
     /// last value wins there) or is integer-like (JavaScript puts those first).
     public static func keysNeedJSONObject(_ keys: [String]) -> Bool {
         for (index, key) in keys.enumerated() {
-            if let first = key.utf8.first, first >= UInt8(ascii: "0"), first <= UInt8(ascii: "9") { return true }
+            if JSONStringifier.arrayIndex(key) != nil { return true }
             for other in keys[..<index] where other == key { return true }
         }
         return false

@@ -419,15 +419,14 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         let routed = admission.deadLetter == nil ? admission.handlers?.filter { !$0.isEmpty } ?? [] : []
-        var first: Int64? = nil
-        for handler in routed.isEmpty ? [""] : routed {
-            // The body is written once: a queued event points at its archive row when it has one.
+        // The body is written once: a queued event points at its archive row when it has one.
+        let ids = try (routed.isEmpty ? [""] : routed).map { handler in
             try insert.bind(.text(admission.provider), .text(admission.eventType), .text(admission.eventKey), .text(admission.storedOrderingKey),
                             archiveID == nil ? .blob(admission.delivery.body) : .null, .real(received), .integer(admission.reprocess ? 1 : 0),
                             .real(0), archiveID.map(SQLiteValue.integer) ?? .null, .text(handler)).run()
-            first = first ?? db.lastInsertRowID
+            return db.lastInsertRowID
         }
-        let id = first ?? db.lastInsertRowID
+        let id = ids[0]
         if let (reason, message) = admission.deadLetter {
             try moveToDeadLetters(id, reason: reason, error: message, now: now, in: db)
         }
