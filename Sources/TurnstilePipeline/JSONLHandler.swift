@@ -38,15 +38,34 @@ public final class JSONLHandler: EventHandler {
         var durableLength: Int64
     }
 
-    /// Opens `path` for appending, creating it (mode 0644) if needed.
+    /// Opens `path` for appending, creating it (mode 0644) if needed. A torn last line (a process killed during
+    /// its write: no event of it was marked done, so they all run again) is cut away first, so that the next
+    /// line does not run on from it.
     /// - Throws: ``InputError`` naming the file when it cannot be opened.
     public init(path: String) throws(InputError) {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw InputError(.unreadableFile, "cannot open for appending: \(String(cString: strerror(errno)))", file: path)
         }
+        let length = Self.lengthOfWholeLines(fd)
+        if length < lseek(fd, 0, SEEK_END) { _ = ftruncate(fd, length) }
         self.path = path
         self.file = Locked(SinkFile(descriptor: fd, durableLength: Int64(lseek(fd, 0, SEEK_END))))
+    }
+
+    /// The length of the file up to and including its last newline (0 when it has none), read backwards in 4 KiB steps.
+    private static func lengthOfWholeLines(_ fd: Int32) -> off_t {
+        var end = lseek(fd, 0, SEEK_END)
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while end > 0 {
+            let start = max(0, end - off_t(chunk.count))
+            let count = Int(end - start)
+            let read = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, count, start) }
+            guard read == count else { return lseek(fd, 0, SEEK_END) }  // Unreadable: leave the file as it is.
+            if let newline = chunk[..<count].lastIndex(of: 0x0a) { return start + off_t(newline) + 1 }
+            end = start
+        }
+        return 0
     }
 
     deinit {

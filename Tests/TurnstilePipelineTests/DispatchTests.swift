@@ -247,6 +247,21 @@ import TurnstileSQLite
         return (GenericEvent(queued: queued), context)
     }
 
+    /// A process killed during its write leaves a torn last line (seen in the SIGKILL attack test as a line
+    /// that did not parse): the next handler on the file cuts it away before it appends.
+    @Test func aTornLastLineLeftByAKilledWriterIsCutAwayAtOpen() async throws {
+        let path = try temporaryFolder() + "/events.jsonl"
+        for (torn, kept) in [("{\"event_id\":7,\"provi", "{\"event_id\":6}\n"), (String(repeating: "x", count: 9_000), "")] {
+            try (kept + torn).write(toFile: path, atomically: false, encoding: .utf8)
+            let handler = try JSONLHandler(path: path)
+            let (event, context) = Self.event(8, bytes: 100)
+            try await handler.handle(event, context: context)
+            try await handler.commit()
+            let lines = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path))).split(separator: 0x0a)
+            #expect(try lines.map { try JSONParser.parse(Array($0))["event_id"]?.numberValue?.text } == (kept.isEmpty ? ["8"] : ["6", "8"]))
+        }
+    }
+
     @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root; CI runs as root"))
     func aWriteThatRunsOutOfSpaceIsCutBackAndFailsOnlyItsEvents() async throws {
         let mount = try temporaryFolder()
