@@ -117,8 +117,8 @@ public struct Admission: Sendable {
     public var eventKey: String
     /// Events with the same ordering key are dispatched one at a time, in arrival order.
     public var orderingKey: String
-    /// The signature that matched: the signature nonce, scoped by provider and kind.
-    public var signature: [UInt8]
+    /// The signed message's nonce (see `VerifiedDelivery.signatureNonce`): what makes a replay `seen_signature`.
+    public var signatureNonce: Nonce
     public var signatureExpiresAt: Instant
     public var eventExpiresAt: Instant
     /// The raw delivery, archived as received (each store keeps its headers in a format of its own).
@@ -134,14 +134,14 @@ public struct Admission: Sendable {
     public var handlers: [String]? = nil
 
     public init(provider: String, kind: String?, eventType: String, eventKey: String, orderingKey: String,
-                signature: [UInt8], signatureExpiresAt: Instant, eventExpiresAt: Instant, delivery: Delivery,
+                signatureNonce: Nonce, signatureExpiresAt: Instant, eventExpiresAt: Instant, delivery: Delivery,
                 signedAt: Instant?, deadLetter: (reason: Reason, message: String)? = nil, reprocess: Bool = false) {
         self.provider = provider
         self.kind = kind
         self.eventType = eventType
         self.eventKey = eventKey
         self.orderingKey = orderingKey
-        self.signature = signature
+        self.signatureNonce = signatureNonce
         self.signatureExpiresAt = signatureExpiresAt
         self.eventExpiresAt = eventExpiresAt
         self.delivery = delivery

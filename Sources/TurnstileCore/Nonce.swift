@@ -1,5 +1,5 @@
-/// One nonce as stores key it: a signature (category 0, scoped by the event kind) or an event identity
-/// (category 1, no scope), per provider.
+/// One nonce as stores key it: a signed message (category 0, kept under the provider's nonce group and scoped
+/// by the kind where the signature covers it) or an event identity (category 1, no scope), per provider.
 public struct Nonce: Hashable, Sendable {
     public var provider: String
     /// 0: a signature, 1: an event identity.
@@ -32,11 +32,6 @@ public struct Nonce: Hashable, Sendable {
 }
 
 extension Admission {
-    /// The signature that matched, scoped by provider and kind.
-    public var signatureNonce: Nonce {
-        Nonce(provider: provider, category: 0, scope: kind ?? "", value: signature)
-    }
-
     /// The event's identity, per provider.
     public var eventNonce: Nonce {
         Nonce(provider: provider, category: 1, scope: "", value: Array(eventKey.utf8))

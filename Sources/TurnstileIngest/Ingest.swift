@@ -23,7 +23,7 @@ public struct Ingest: Sendable {
             try Ingest.checkRetention(provider, verifier: verifier, file: config.file)
             schemes.append(verifier)
         }
-        self.schemes = schemes
+        self.schemes = Ingest.groupedByKey(schemes)
         self.index = Dictionary(schemes.enumerated().map { ($1.provider, $0) }, uniquingKeysWith: { first, _ in first })
         self.providerNames = config.providers.map(\.name)
         self.maxBodyBytes = config.maxBodyBytes
@@ -55,6 +55,37 @@ public struct Ingest: Sendable {
                now: now ?? delivery.receivedAt ?? clock.now())
     }
 
+    /// Each verifier placed in its nonce group: providers that share a secret (directly or through another
+    /// provider) keep their signature nonces under one name, the first of them in config order, so that one
+    /// signed delivery replayed to another route under the same secret is a seen signature there too.
+    static func groupedByKey(_ schemes: [SchemeVerifier]) -> [SchemeVerifier] {
+        var group = Array(schemes.indices)
+        func root(_ index: Int) -> Int {
+            var index = index
+            while group[index] != index { index = group[index] }
+            return index
+        }
+        var owner: [[UInt8]: Int] = [:]
+        for (index, scheme) in schemes.enumerated() {
+            for fingerprint in scheme.keyFingerprints {
+                if let first = owner[fingerprint] {
+                    let (a, b) = (root(first), root(index))
+                    group[max(a, b)] = min(a, b)
+                } else {
+                    owner[fingerprint] = index
+                }
+            }
+        }
+        return schemes.enumerated().map { index, scheme in
+            let name = schemes[root(index)].provider
+            return name == scheme.provider ? scheme : scheme.inNonceGroup(name)
+        }
+    }
+
+    /// The shortest `retention_seconds` accepted for a scheme that signs no timestamp (GitHub, Synthflow): its
+    /// nonces are the only replay defence, and providers retry and re-deliver for up to days.
+    public static let untimedRetentionFloorSeconds = 7 * 86_400
+
     /// Refuses a retention shorter than the time a delivery bearing a nonce could still pass the timestamp checks.
     static func checkRetention(_ provider: ProviderConfig, verifier: SchemeVerifier, file: String) throws(InputError) {
         let retention = provider.retentionSeconds ?? ProviderConfig.defaultRetentionSeconds
@@ -67,10 +98,10 @@ public struct Ingest: Sendable {
                 "provider \(provider.name): retention_seconds \(retention) is shorter than the \(window) seconds a delivery can still pass the timestamp checks (\(parts))",
                 file: file, field: "\(provider.fieldPath).retention_seconds")
         }
-        if verifier.replayWindowSeconds == nil, retention <= 0 {
+        if verifier.replayWindowSeconds == nil, retention < untimedRetentionFloorSeconds {
             throw InputError(
                 .retentionTooShort,
-                "provider \(provider.name): scheme \(provider.scheme) signs no timestamp, so nonces are its only replay defence; retention_seconds must be positive",
+                "provider \(provider.name): scheme \(provider.scheme) signs no timestamp, so nonces are its only replay defence; retention_seconds \(retention) is below the floor of \(untimedRetentionFloorSeconds) (7 days)",
                 file: file, field: "\(provider.fieldPath).retention_seconds")
         }
     }

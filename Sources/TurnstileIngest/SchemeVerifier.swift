@@ -22,6 +22,28 @@ public final class SchemeVerifier: SignatureScheme {
     private let bodyIsSigned: Bool
     /// The signed bytes start with the id header (Standard Webhooks): it must be present.
     private let signsID: Bool
+    /// Whether the event kind may scope the signature nonce: only when the signature covers it, or when it is
+    /// one of a fixed set of shapes (Synthflow's post-call and inbound-call webhooks of one call carry the same
+    /// signature, and each passes once). A kind from a header or from unsigned free text never does.
+    let kindScopesNonce: Bool
+    /// The name signature nonces are kept under: the first provider in config order of those that share a
+    /// secret with this one (see ``Ingest``), so a delivery replayed to another route under the same secret
+    /// is still a seen signature.
+    let nonceGroup: String
+    /// One fingerprint per configured secret (SHA-256 of the scheme's key derivation and the secret's bytes):
+    /// providers sharing a fingerprint share a nonce group. Never shown.
+    let keyFingerprints: [[UInt8]]
+
+    /// The fixed key of the replay digest: an HMAC under a public key is a collision-resistant hash of the
+    /// signed message, fed in pieces like the signature itself.
+    private static let replayDigestKey: HMACKey = {
+        do { return try HMACKey(algorithm: .sha256, key: Array("turnstile signed-message digest v1".utf8)) } catch {
+            preconditionFailure("libcrypto could not prepare the replay digest: \(error)")
+        }
+    }()
+
+    /// The largest body the `JSON.stringify` fallback parses (Sync bodies are a few KB).
+    public static let stringifyFallbackMaxBytes = 1 << 20
 
     public static let defaultToleranceSeconds = 300
     public static let defaultMaxAgeSeconds = 259_200
@@ -44,27 +66,43 @@ public final class SchemeVerifier: SignatureScheme {
         for (index, secret) in config.secrets.enumerated() {
             keys.append(try VerificationKey.derive(secret, spec: spec, file: file, field: "\(config.fieldPath).secrets[\(index)]"))
         }
+        let derivation = Array("\(spec.algorithm.rawValue)|\(spec.key)|".utf8)
         self.init(provider: config.name, spec: spec, keys: keys,
                   toleranceSeconds: config.toleranceSeconds ?? Self.defaultToleranceSeconds,
                   maxFutureSkewSeconds: config.maxFutureSkewSeconds ?? spec.defaultFutureSkewSeconds,
-                  maxAgeSeconds: config.maxAgeSeconds ?? Self.defaultMaxAgeSeconds)
+                  maxAgeSeconds: config.maxAgeSeconds ?? Self.defaultMaxAgeSeconds,
+                  keyFingerprints: config.secrets.map { SHA256.hash(derivation + $0.value) })
     }
 
     init(provider: String, spec: SchemeSpec, keys: [VerificationKey], toleranceSeconds: Int,
-         maxFutureSkewSeconds: Int, maxAgeSeconds: Int) {
+         maxFutureSkewSeconds: Int, maxAgeSeconds: Int, keyFingerprints: [[UInt8]] = [], nonceGroup: String? = nil) {
         self.provider = provider
         self.spec = spec
         self.keys = keys
         self.toleranceSeconds = toleranceSeconds
         self.maxFutureSkewSeconds = maxFutureSkewSeconds
         self.maxAgeSeconds = maxAgeSeconds
+        self.keyFingerprints = keyFingerprints
+        self.nonceGroup = nonceGroup ?? provider
         self.headerSets = spec.headerSets.map(CanonicalHeaderSet.init)
         self.syntax = SignatureSyntax(spec)
         if case .jsonString = spec.signed { self.bodyIsSigned = false } else { self.bodyIsSigned = true }
         self.signsID = spec.signed == .idDotTimestampDotBody
+        switch spec.kind {
+        case .none, .header: self.kindScopesNonce = false
+        case .json: self.kindScopesNonce = self.bodyIsSigned
+        case .rules: self.kindScopesNonce = true
+        }
         self.topLevelKeys = spec.bodyPaths.reduce(into: [String]()) { keys, path in
             if let first = path.first, !keys.contains(first) { keys.append(first) }
         }
+    }
+
+    /// This verifier with its signature nonces kept under `group`.
+    func inNonceGroup(_ group: String) -> SchemeVerifier {
+        SchemeVerifier(provider: provider, spec: spec, keys: keys, toleranceSeconds: toleranceSeconds,
+                       maxFutureSkewSeconds: maxFutureSkewSeconds, maxAgeSeconds: maxAgeSeconds,
+                       keyFingerprints: keyFingerprints, nonceGroup: group)
     }
 
     /// The longest time after a delivery is sent that it can still pass the timestamp checks, or nil when
@@ -136,20 +174,41 @@ public final class SchemeVerifier: SignatureScheme {
             signedField = try body.firstScalar(paths, what: "the signed value").value
         }
         let message = SignedMessage(content: spec.signed, timestamp: timestampText, id: id, field: signedField)
-        var usedFallback = false
         var match = firstMatch(parsed, message: message, body: raw)
-        if match == nil, spec.stringifyFallback, let value = try? JSONParser.parse(raw) {
-            let stringified = value.javaScriptStringified()
-            if !stringified.elementsEqual(raw) {
-                match = stringified.withUnsafeBytes { firstMatch(parsed, message: message, body: $0) }
-                usedFallback = match != nil
+        var stringified: [UInt8]? = nil
+        if match == nil, spec.stringifyFallback, raw.count <= Self.stringifyFallbackMaxBytes,
+           let value = try? JSONParser.parse(raw, repeatedKeys: .refuse) {
+            // A repeated key is refused here: `JSON.parse` keeps the last copy while a reader of the raw bytes
+            // may take the first, so the signed reading and the one the event is built from could differ.
+            let form = value.javaScriptStringified()
+            if !form.elementsEqual(raw), let found = form.withUnsafeBytes({ firstMatch(parsed, message: message, body: $0) }) {
+                match = found
+                stringified = form
             }
         }
         guard let match else {
             throw Rejection(.invalidSignature, "no signature entry matched under any of the \(keys.count) configured secret\(keys.count == 1 ? "" : "s")")
         }
 
-        // 4. What the event is, and which one.
+        // 4. The event is read from exactly the bytes that were verified: under the fallback, the
+        // `JSON.stringify` form (one reading, no repeated key, numbers and escapes written one way).
+        if let stringified {
+            return try stringified.withBytes { verifiedBody throws(Rejection) in
+                var view = BodyView(raw: verifiedBody, topLevelKeys: topLevelKeys, bodyIsSigned: true)
+                return try identify(&view, verifiedBody: verifiedBody, message: message, headers: headers, set: set, id: id,
+                                    signedAt: signedAt, now: now, match: match, headerSpelling: headerSpelling, usedFallback: true)
+            }
+        }
+        return try identify(&body, verifiedBody: raw, message: message, headers: headers, set: set, id: id,
+                            signedAt: signedAt, now: now, match: match, headerSpelling: headerSpelling, usedFallback: false)
+    }
+
+    /// Steps 4 and 5 of ``verify(headers:raw:now:)``: the event's kind and identity, the replay nonce, then the
+    /// timestamps, all from `verifiedBody`, the bytes the signature matched.
+    private func identify(_ body: inout BodyView, verifiedBody: UnsafeRawBufferPointer, message: SignedMessage, headers: HeaderFields,
+                          set: CanonicalHeaderSet, id: String?, signedAt: Instant?, now: Instant, match: Match,
+                          headerSpelling: String, usedFallback: Bool) throws(Rejection) -> VerifiedDelivery {
+        var signedAt = signedAt
         let kind = try eventKind(&body, headers: headers, set: set)
         var eventKey = ""
         var orderingKey: String? = nil
@@ -167,8 +226,14 @@ public final class SchemeVerifier: SignatureScheme {
             eventKey = eventKey.isEmpty ? value : eventKey + ":" + value
         }
         if spec.identity.isEmpty {
-            eventKey = Hex.encode(SHA256.hash(raw))
+            eventKey = Hex.encode(SHA256.hash(verifiedBody))
         }
+
+        // The replay nonce is a digest of the signed message, not the matched entry: stripping one of several
+        // entries (a sender signing under an old and a new secret) or matching under another configured secret
+        // leaves it the same.
+        let digest = Self.replayDigestKey.authenticationCode { message.feed(into: &$0, body: verifiedBody) }
+        let nonce = Nonce(provider: nonceGroup, category: 0, scope: kindScopesNonce ? kind ?? "" : "", value: digest)
 
         // 5. Timestamps, checked only once the signature has vouched for them.
         if case .json(let path) = spec.timestamp {
@@ -187,7 +252,7 @@ public final class SchemeVerifier: SignatureScheme {
         return VerifiedDelivery(
             provider: provider, kind: kind,
             eventKey: eventKey, orderingKey: orderingKey ?? eventKey, signedAt: signedAt, secretIndex: match.secretIndex,
-            signature: match.signature, signatureHeader: headerSpelling,
+            signatureNonce: nonce, signatureHeader: headerSpelling,
             usedStringifyFallback: usedFallback)
     }
 
@@ -202,26 +267,22 @@ public final class SchemeVerifier: SignatureScheme {
 
     private struct Match {
         let secretIndex: Int
-        let signature: [UInt8]
     }
 
     private func firstMatch(_ parsed: ParsedSignature, message: SignedMessage, body: UnsafeRawBufferPointer) -> Match? {
-        let length = syntax.macLength
         var contiguous: [UInt8]? = nil
         for (index, key) in keys.enumerated() {
             switch key {
             case .hmac(let hmac):
                 guard !parsed.hmac.isEmpty else { continue }
-                if let entry = hmac.firstMatch(in: parsed.hmac, { message.feed(into: &$0, body: body) }) {
-                    // A single entry is the whole array: hand it on without copying.
-                    let signature = parsed.hmac.count == length ? parsed.hmac : Array(parsed.hmac[entry * length..<(entry + 1) * length])
-                    return Match(secretIndex: index, signature: signature)
+                if hmac.firstMatch(in: parsed.hmac, { message.feed(into: &$0, body: body) }) != nil {
+                    return Match(secretIndex: index)
                 }
             case .ed25519(let publicKey, _):
                 for start in stride(from: 0, to: parsed.ed25519.count, by: 64) {
                     if contiguous == nil { contiguous = message.bytes(body: body) }
                     let entry = Array(parsed.ed25519[start..<start + 64])
-                    if publicKey.isValidSignature(entry, for: contiguous!) { return Match(secretIndex: index, signature: entry) }
+                    if publicKey.isValidSignature(entry, for: contiguous!) { return Match(secretIndex: index) }
                 }
             }
         }

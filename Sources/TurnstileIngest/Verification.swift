@@ -17,8 +17,10 @@ public struct VerifiedDelivery: Sendable, Hashable {
     public var signedAt: Instant?
     /// Which configured secret matched (0-based, in config order).
     public var secretIndex: Int
-    /// The signature entry that matched, decoded: the signature nonce.
-    public var signature: [UInt8]
+    /// The replay guard's nonce for this signed message: a digest of exactly the bytes the signature covers,
+    /// kept under the provider's nonce group and scoped by the kind only where the signature covers the kind
+    /// (or the kind is one of a fixed set of shapes). Nothing outside the signature changes it.
+    public var signatureNonce: Nonce
     /// The header the signature was read from, as the provider spelled it.
     public var signatureHeader: String
     /// Sync only: the raw bytes failed and the `JSON.stringify` form of the body matched.

@@ -179,7 +179,7 @@ public struct Pipeline: Sendable {
             let signatureExpiry = ingest.scheme(for: verified.provider)?.signatureNonceExpiry(signedAt: verified.signedAt)
             var admission = Admission(
                 provider: verified.provider, kind: verified.kind, eventType: eventType, eventKey: verified.eventKey,
-                orderingKey: verified.orderingKey, signature: verified.signature,
+                orderingKey: verified.orderingKey, signatureNonce: verified.signatureNonce,
                 signatureExpiresAt: signatureExpiry ?? instant.adding(seconds: keep),
                 eventExpiresAt: instant.adding(seconds: keep), delivery: delivery, signedAt: verified.signedAt,
                 deadLetter: deadLetter, reprocess: reprocess)

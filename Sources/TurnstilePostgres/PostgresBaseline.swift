@@ -45,7 +45,7 @@ extension PostgresEventStore {
                         """, [.text(PostgresArray.literal(batch.flatMap { [Optional($0.provider), Optional($0.provider)] })),
                               .text(PostgresArray.literal(batch.flatMap { _ in [Int64(0), 1] })),
                               .text(PostgresArray.literal(batch.flatMap { [Optional($0.kind ?? ""), Optional("")] })),
-                              .text(PostgresArray.literal(bytes: batch.flatMap { [Optional($0.signature), Optional(Array($0.eventKey.utf8))] })),
+                              .text(PostgresArray.literal(bytes: batch.flatMap { [Optional($0.signatureNonce.value), Optional(Array($0.eventKey.utf8))] })),
                               .text(PostgresArray.literal(batch.flatMap { [$0.signatureExpiresAt.secondsSince1970, $0.eventExpiresAt.secondsSince1970] }))])
                     let archived = try db.query("""
                         INSERT INTO turnstile_archive (provider, received_at, path, headers, body)

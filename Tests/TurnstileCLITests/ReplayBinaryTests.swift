@@ -26,6 +26,15 @@ struct TemporaryConfig {
         try write(handlerPath: handlerPath ?? events, maxAttempts: maxAttempts, leaseSeconds: leaseSeconds, extra: extra)
     }
 
+    /// A config a test wrote itself at `path`, its store and events in `folder`.
+    init(existing path: String, folder: String, events: String, store: String? = nil) {
+        self.folder = folder
+        self.path = path
+        self.events = events
+        self.store = store ?? folder + "/turnstile.db"
+        self.maxBodyBytes = 0
+    }
+
     /// Rewrites the config with another handler path (the same store).
     func write(handlerPath: String, maxAttempts: Int = 3, leaseSeconds: Double = 30, extra: String = "") throws {
         let fixtures = try JSONParser.parse(String(contentsOfFile: repositoryRoot + "/fixtures/turnstile.json", encoding: .utf8))

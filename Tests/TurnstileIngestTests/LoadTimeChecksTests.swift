@@ -26,9 +26,16 @@ import TurnstileIngest
         #expect(ingestError([try provider("autify", secrets: ["a"], maxAge: 259_200, retention: 259_260)]) == nil)
     }
 
-    @Test func untimestampedSchemesNeedAPositiveRetention() throws {
+    /// GitHub and Synthflow sign no timestamp: the nonce table is their only defence, so a retention below
+    /// the floor (7 days) is refused, naming the provider (at 1 s one GitHub delivery passed 4 times).
+    @Test func untimedSchemesRefuseARetentionBelowTheFloor() throws {
         #expect(ingestError([try provider("synthflow", secrets: ["s"], retention: 0)])?.code == .retentionTooShort)
-        #expect(ingestError([try provider("github", secrets: ["s"], retention: 60)]) == nil)
+        let error = try #require(ingestError([try provider("github", secrets: ["s"], retention: 1)]))
+        #expect(error.code == .retentionTooShort && error.field == "providers.github.retention_seconds")
+        #expect(error.message.contains("github") && error.message.contains("604800"))
+        #expect(ingestError([try provider("github", secrets: ["s"], retention: 604_799)]) != nil)
+        #expect(ingestError([try provider("github", secrets: ["s"], retention: 604_800)]) == nil)
+        #expect(ingestError([try provider("sync", secrets: ["whsec_a"], retention: 3600)]) == nil, "timestamped schemes keep their own bound")
     }
 
     @Test(arguments: [

@@ -120,20 +120,21 @@ import TurnstileSQLite
     }
 
     @Test func expiredNoncesArePrunedAndNoLongerBlock() throws {
-        let harness = try Harness(retention: 3600)
+        let week = 604_800.0
+        let harness = try Harness(retention: Int(week))
         let delivery = try harness.signed("github", #"{"a":1}"#)
         _ = harness.process([delivery])
         #expect(try harness.store.pruneNonces(now: signedAt.adding(seconds: 60)) == 0)
-        #expect(try harness.store.pruneNonces(now: signedAt.adding(seconds: 7200)) == 2)
+        #expect(try harness.store.pruneNonces(now: signedAt.adding(seconds: week + 3600)) == 2)
         #expect(harness.process([delivery])[0].outcome == .accepted)
     }
 
     @Test func signatureNoncesOfTimestampedSchemesExpireWithTheirWindow() throws {
-        let harness = try Harness(retention: 86_400)
+        let harness = try Harness(retention: 604_800)
         _ = harness.process([try harness.signed("sync", #"{"id":"g","status":"COMPLETED"}"#)])
         // The signature nonce lives until t + tolerance (300 s); the event nonce the full retention.
         #expect(try harness.store.pruneNonces(now: signedAt.adding(seconds: 302)) == 1)
-        #expect(try harness.store.pruneNonces(now: signedAt.adding(seconds: 86_402)) == 1)
+        #expect(try harness.store.pruneNonces(now: signedAt.adding(seconds: 604_802)) == 1)
     }
 
     @Test func archiveKeepsRawBytesAndHeaders() throws {

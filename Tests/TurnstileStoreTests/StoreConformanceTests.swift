@@ -48,7 +48,8 @@ func admission(_ key: String, provider: String = "sync", signature: String? = ni
     headers.append(name: "Sync-Signature", value: "t=1,v1=\(signature ?? key)")
     let delivery = Delivery(provider: provider, receivedAt: instant, headers: headers, body: body, path: "/webhooks/\(provider)")
     return Admission(provider: provider, kind: "generation", eventType: "\(provider).generation", eventKey: key,
-                     orderingKey: ordering ?? key, signature: Array((signature ?? key).utf8), signatureExpiresAt: instant.adding(seconds: keepFor),
+                     orderingKey: ordering ?? key, signatureNonce: Nonce(provider: provider, category: 0, scope: "generation", value: Array((signature ?? key).utf8)),
+                     signatureExpiresAt: instant.adding(seconds: keepFor),
                      eventExpiresAt: instant.adding(seconds: keepFor), delivery: delivery, signedAt: instant,
                      deadLetter: deadLetter.map { (reason: $0.0, message: $0.1) }, reprocess: reprocess)
 }
