@@ -247,9 +247,28 @@ def unfinished_bodies(server):
             % (sum(sent) >> 20, open_count))
 
 
+def never_reading(server):
+    """GET /metrics pipelined on one connection for 30 s, never reading an answer."""
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.setblocking(False)
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
+    sent = 0
+    started = time.time()
+    while time.time() - started < 30:
+        try:
+            sent += s.send(request)
+        except (BlockingIOError, OSError):
+            time.sleep(0.01)
+    requests = sent // len(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.close()
+    return ("one connection pipelining GET /metrics for 30 s, never reading",
+            "%d requests went into the socket (%d KiB), then it stopped taking them: at most 256 KiB of its answers wait in the receiver"
+            % (requests, sent >> 10))
+
+
 ATTACKS = [("idle", idle_connections), ("slowloris", slowloris), ("content-length", huge_content_length),
            ("headers", many_headers), ("signature", huge_signature), ("nested-json", deep_json),
-           ("chunks", one_byte_chunks), ("unfinished", unfinished_bodies)]
+           ("chunks", one_byte_chunks), ("unfinished", unfinished_bodies), ("never-reading", never_reading)]
 
 
 def measure(name, attack, server):

@@ -87,7 +87,7 @@ public struct HTTPResponse: Sendable, Hashable {
     }
 
     /// The bytes on the wire: status line, headers (with Content-Length and Connection added), body.
-    func serialized(keepAlive: Bool, date: String?) -> [UInt8] {
+    func serialized(keepAlive: Bool, date: String?, withBody: Bool = true) -> [UInt8] {
         var head = "HTTP/1.1 \(status) \(HTTPResponse.reason(status))\r\n"
         for field in headers where !field.name.caseInsensitiveEquals("Content-Length") && !field.name.caseInsensitiveEquals("Connection") {
             head += "\(field.name): \(field.value)\r\n"
@@ -96,7 +96,7 @@ public struct HTTPResponse: Sendable, Hashable {
         head += "Content-Length: \(body.count)\r\n"
         head += keepAlive ? "" : "Connection: close\r\n"
         head += "\r\n"
-        return Array(head.utf8) + body
+        return withBody ? Array(head.utf8) + body : Array(head.utf8)
     }
 
     static func reason(_ status: Int) -> String {

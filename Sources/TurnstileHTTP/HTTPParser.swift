@@ -77,8 +77,9 @@ public struct HTTPRequestParser: Sendable {
         return true
     }
 
-    /// Bytes of the unfinished request's body held so far (0 between requests).
-    public var bodyBytesHeld: Int { body.count }
+    /// Bytes of memory the unfinished request's body holds so far (0 between requests): its capacity, not
+    /// its count, so that what the budget is charged is what the process holds.
+    public var bodyBytesHeld: Int { body.capacity }
 
     /// Bytes a `Content-Length` body still needs; nil when unknown (chunked, or no body in progress).
     public var bodyBytesStillExpected: Int? {
@@ -161,6 +162,13 @@ public struct HTTPRequestParser: Sendable {
     }
 
     private mutating func takeBody(from buffer: inout HTTPByteBuffer, count: Int) {
+        if body.count + count > body.capacity {
+            // Grow by doubling (amortised copies) but never past what a Content-Length body still needs, so a
+            // finished body holds its own size and not up to twice it.
+            var wanted = max(body.capacity * 2, body.count + count, 4096)
+            if case .lengthBody(let remaining) = state { wanted = min(wanted, body.count + remaining) }
+            body.reserveCapacity(wanted)
+        }
         body.append(contentsOf: buffer.bytes[buffer.start..<(buffer.start + count)])
         buffer.consume(count: count)
     }

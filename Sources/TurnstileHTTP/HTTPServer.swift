@@ -26,6 +26,11 @@ public struct HTTPServerConfiguration: Sendable {
     public var reservedDescriptors = 32
     /// Requests one connection may have in flight (pipelined) before the server stops reading from it.
     public var maxPipelinedRequests = 16
+    /// Bytes of answers written for one connection but not yet taken by its socket, past which the server
+    /// neither reads nor parses more of its requests until the peer reads: a client that pipelines requests
+    /// and never reads the answers holds at most this plus one answer, plus the answers of its at most
+    /// `maxPipelinedRequests` requests in flight.
+    public var maxUnsentResponseBytes = 256 << 10
     /// Bytes of request bodies that all connections together may hold in memory: bodies being received and
     /// bodies of requests not answered yet. A connection whose body needs more is not read (its socket
     /// buffers fill and TCP holds the sender back) until other requests are answered; its body timeout
@@ -318,7 +323,17 @@ final class EventLoop: @unchecked Sendable {
                     } else if event.events & CTurnstileLinux_EPOLLRDHUP != 0 {
                         peerStoppedSending(connection)
                     }
-                    if event.events & CTurnstileLinux_EPOLLOUT != 0, connections[event.data] != nil { flush(connection) }
+                    if event.events & CTurnstileLinux_EPOLLOUT != 0, connections[event.data] != nil {
+                        flush(connection)
+                        // Requests held back while their answers were unread are parsed now that the peer reads.
+                        if connections[event.data] != nil, !connection.closing, !answersUnread(connection) {
+                            parse(connection)
+                            if connections[event.data] != nil {
+                                updateInterest(connection)
+                                updateTimers(connection)
+                            }
+                        }
+                    }
                 }
             }
             deliverCompletions()
@@ -399,10 +414,16 @@ final class EventLoop: @unchecked Sendable {
     private static let smallBodyBytes = 64 * 1024
 
     /// Why a connection is not to be read now, or nil when it may be.
-    private enum ReadBlock { case pipelineFull, bufferFull, budget }
+    private enum ReadBlock { case pipelineFull, bufferFull, budget, answersUnread }
+
+    /// The peer has not read enough of its answers to be given more.
+    private func answersUnread(_ connection: Connection) -> Bool {
+        connection.outbound.count - connection.outboundOffset >= configuration.maxUnsentResponseBytes
+    }
 
     private func readBlock(_ connection: Connection) -> ReadBlock? {
         if connection.inFlight >= configuration.maxPipelinedRequests { return .pipelineFull }
+        if answersUnread(connection) { return .answersUnread }
         if connection.buffer.readable >= readCap { return .bufferFull }
         if connection.parser.isReadingBody {
             let large = connection.parser.bodyBytesHeld > Self.smallBodyBytes
@@ -508,7 +529,7 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func parse(_ connection: Connection) {
-        while !connection.closing && connection.inFlight < configuration.maxPipelinedRequests {
+        while !connection.closing && connection.inFlight < configuration.maxPipelinedRequests && !answersUnread(connection) {
             let output: HTTPParserOutput?
             do { output = try connection.parser.next(&connection.buffer) } catch {
                 let response = configuration.errorResponse(error)
@@ -540,6 +561,7 @@ final class EventLoop: @unchecked Sendable {
                     connection.chargedBodyBytes = 0
                 }
                 if !request.keepAlive { connection.closeAfter = min(connection.closeAfter, sequence) }
+                if request.method == "HEAD" { connection.headRequests.insert(sequence) }
                 handler(request, HTTPResponseWriter(loop: self, connection: connection.id, sequence: sequence))
             }
         }
@@ -589,7 +611,9 @@ final class EventLoop: @unchecked Sendable {
     private func deliverLocal(_ connection: Connection) {
         while let response = connection.ready.removeValue(forKey: connection.nextWrite) {
             let last = response.closeConnection || connection.nextWrite >= connection.closeAfter
-            connection.outbound.append(contentsOf: response.serialized(keepAlive: !last, date: nil))
+            // The answer to HEAD has the head GET would have, and no body (RFC 9110 §9.3.2).
+            let withBody = connection.headRequests.remove(connection.nextWrite) == nil
+            connection.outbound.append(contentsOf: response.serialized(keepAlive: !last, date: nil, withBody: withBody))
             releaseBody(connection, sequence: connection.nextWrite)
             connection.nextWrite += 1
             connection.inFlight -= 1
@@ -714,6 +738,8 @@ final class Connection {
     var outbound: [UInt8] = []
     var outboundOffset = 0
     var ready: [Int: HTTPResponse] = [:]
+    /// Sequence numbers of HEAD requests not answered yet.
+    var headRequests: Set<Int> = []
     var nextSequence = 0
     var nextWrite = 0
     var inFlight = 0

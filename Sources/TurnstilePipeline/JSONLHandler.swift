@@ -8,10 +8,11 @@ public import TurnstileCore
 /// ``commit()``, which the dispatcher calls before it marks the events done. Lines wait in memory until
 /// then (or until a megabyte has gathered), so a batch costs one write and one fsync.
 ///
-/// It never reports an event done whose line is not durable: a write that fails or stops part-way is cut
-/// back (`ftruncate`) to where the file ended before it, so no torn line stays, and only the events whose
-/// lines were not written fail the commit (``PartialCommitError``); a failed fsync cuts back to the last
-/// durable length and fails every event written since. A full or lost sink is ``SinkUnavailable``: its
+/// It never reports an event done whose line is not durable, however many processes append to one file: each
+/// append (the write and its fsync) holds an exclusive `flock` on the file, and so does the repair of a torn
+/// last line at open, so a cut-back only ever removes this append's own bytes. A write that fails or stops
+/// part-way, or a failed fsync, is cut back (`ftruncate`) to where the file ended before the append, so no torn
+/// line stays, and only the events whose lines were not made durable fail the commit (``PartialCommitError``). A full or lost sink is ``SinkUnavailable``: its
 /// events are retried with back-off for as long as that lasts, never dead-lettered for it.
 ///
 /// Each line: `{"event_id":…,"provider":…,"event_type":…,"event_key":…,"received_at":…,"attempt":…,
@@ -29,28 +30,35 @@ public final class JSONLHandler: EventHandler {
         /// Lines handled and not yet written, and the events they belong to.
         var pending: [UInt8] = []
         var pendingEvents: [Int64] = []
-        /// Events whose lines are written since the last fsync.
+        /// Events whose lines are durable since the last commit.
         var writtenEvents: [Int64] = []
         /// Events whose lines could not be written since the last commit, and why.
         var failedEvents: [Int64] = []
         var failure: HandlerIOError? = nil
-        /// The file's length after the last successful fsync: everything before it is durable.
-        var durableLength: Int64
     }
 
-    /// Opens `path` for appending, creating it (mode 0644) if needed. A torn last line (a process killed during
-    /// its write: no event of it was marked done, so they all run again) is cut away first, so that the next
-    /// line does not run on from it.
+    /// Opens `path` for appending, creating it (mode 0600) if needed. A torn last line (a process killed during
+    /// its write: no event of it was marked done, so they all run again) is cut away first, under the file's
+    /// lock, so that the next line does not run on from it.
     /// - Throws: ``InputError`` naming the file when it cannot be opened.
     public init(path: String) throws(InputError) {
-        let fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        let fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw InputError(.unreadableFile, "cannot open for appending: \(String(cString: strerror(errno)))", file: path)
         }
-        let length = Self.lengthOfWholeLines(fd)
-        if length < lseek(fd, 0, SEEK_END) { _ = ftruncate(fd, length) }
+        Self.withFileLock(fd) {
+            let length = Self.lengthOfWholeLines(fd)
+            if length < lseek(fd, 0, SEEK_END) { _ = ftruncate(fd, length) }
+        }
         self.path = path
-        self.file = Locked(SinkFile(descriptor: fd, durableLength: Int64(lseek(fd, 0, SEEK_END))))
+        self.file = Locked(SinkFile(descriptor: fd))
+    }
+
+    /// Runs `body` holding an exclusive `flock` on `fd` (shared by every process that appends to the file).
+    private static func withFileLock<R>(_ fd: Int32, _ body: () -> R) -> R {
+        while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+        defer { _ = flock(fd, LOCK_UN) }
+        return body()
     }
 
     /// The length of the file up to and including its last newline (0 when it has none), read backwards in 4 KiB steps.
@@ -87,18 +95,7 @@ public final class JSONLHandler: EventHandler {
     public func commit() async throws {
         try file.withLock { file throws(PartialCommitError) in
             flush(&file)
-            if !file.writtenEvents.isEmpty {
-                if fsync(file.descriptor) == 0 {
-                    file.durableLength = Int64(lseek(file.descriptor, 0, SEEK_END))
-                } else {
-                    // What fsync could not make durable is cut away; its events are written again later.
-                    let error = HandlerIOError(path: path, operation: "fsync", code: errno)
-                    _ = ftruncate(file.descriptor, off_t(file.durableLength))
-                    file.failedEvents += file.writtenEvents
-                    file.failure = file.failure ?? error
-                }
-                file.writtenEvents = []
-            }
+            file.writtenEvents = []
             guard let failure = file.failure else { return }
             let failed = Set(file.failedEvents)
             file.failedEvents = []
@@ -107,22 +104,30 @@ public final class JSONLHandler: EventHandler {
         }
     }
 
-    /// Writes the pending lines in one go. On failure, or a write that stops part-way, the file is cut back
-    /// to its length before, and the lines' events are recorded as failed for ``commit()``.
+    /// Appends the pending lines in one write and fsyncs them, under the file's lock. On failure, a write that
+    /// stops part-way, or a failed fsync, the file is cut back to its length before (no other process wrote
+    /// since: it holds the lock too), and the lines' events are recorded as failed for ``commit()``.
     private func flush(_ file: inout SinkFile) {
         guard !file.pending.isEmpty else { return }
         defer {
             file.pending.removeAll(keepingCapacity: file.pending.capacity <= Self.flushThreshold * 2)
             file.pendingEvents.removeAll(keepingCapacity: true)
         }
-        let before = lseek(file.descriptor, 0, SEEK_END)
-        do {
-            try Self.writeAll(file.descriptor, file.pending, path: path)
-            file.writtenEvents += file.pendingEvents
-        } catch {
-            if before >= 0 { _ = ftruncate(file.descriptor, before) }
+        let fd = file.descriptor
+        let pending = file.pending
+        let outcome = Self.withFileLock(fd) { () -> HandlerIOError? in
+            let before = lseek(fd, 0, SEEK_END)
+            var failure: HandlerIOError? = nil
+            do throws(HandlerIOError) { try Self.writeAll(fd, pending, path: path) } catch { failure = error }
+            if failure == nil, fsync(fd) != 0 { failure = HandlerIOError(path: path, operation: "fsync", code: errno) }
+            if failure != nil, before >= 0 { _ = ftruncate(fd, before) }
+            return failure
+        }
+        if let outcome {
             file.failedEvents += file.pendingEvents
-            file.failure = file.failure ?? error
+            file.failure = file.failure ?? outcome
+        } else {
+            file.writtenEvents += file.pendingEvents
         }
     }
 

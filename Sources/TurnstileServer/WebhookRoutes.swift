@@ -71,8 +71,8 @@ struct WebhookRoutes: Sendable {
                 return HTTPResponse.json(503, body, headers: ["Retry-After": "5"])
             }
         case "/metrics":
-            guard request.method == "GET" else {
-                return HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "GET"])
+            guard request.method == "GET" || request.method == "HEAD" else {
+                return HTTPResponse.json(405, #"{"error":"method not allowed"}"#, headers: ["Allow": "GET, HEAD"])
             }
             let text = metrics.render(queueDepth: state.queueDepth, deadLetters: state.deadLetters, openConnections: state.openConnections,
                                       handlers: state.handlerGauges)

@@ -73,6 +73,61 @@ import TurnstileTestSupport
         await server.shutdown(graceSeconds: 3)
     }
 
+    /// The answer to HEAD has GET's head (its Content-Length included) and no body, so the next answer on the
+    /// connection starts right after it: it used to carry the body, and a client read the next answer wrongly.
+    @Test func headIsAnsweredWithoutABody() async throws {
+        let server = try Self.startServer()
+        let client = try RawClient(port: server.port)
+        client.send("HEAD /now/hello HTTP/1.1\r\nHost: t\r\n\r\nGET /now/again HTTP/1.1\r\nHost: t\r\n\r\n")
+        let text = String(decoding: client.bytes(atLeast: 1 << 20, timeout: 1), as: UTF8.self)
+        let answers = text.components(separatedBy: "HTTP/1.1 ").filter { !$0.isEmpty }
+        #expect(answers.count == 2, "\(text)")
+        #expect(answers.first?.hasSuffix("Content-Length: 5\r\n\r\n") == true, "HEAD: the length GET would have, no body")
+        #expect(answers.last?.hasSuffix("Content-Length: 5\r\n\r\nagain") == true)
+        #expect(!text.contains("hello"))
+        await server.shutdown(graceSeconds: 3)
+    }
+
+    /// A client that pipelines requests and never reads the answers: once `maxUnsentResponseBytes` of answers
+    /// wait for it, the server neither reads nor parses more of its requests, so it holds at most that (plus
+    /// the kernel's socket buffers, which hold the client back). It used to take every request and keep every
+    /// answer (3.3 GB in 55 s of `GET /metrics`). Reading resumes it, and every request is answered.
+    @Test func aClientThatNeverReadsIsNotAnsweredPastTheBound() async throws {
+        let handled = Atomic<Int>(0)
+        var configuration = HTTPServerConfiguration(host: "127.0.0.1", port: 0)
+        configuration.eventLoops = 1
+        let answer = [UInt8](repeating: 0x61, count: 16 << 10)
+        let server = try HTTPServer(configuration: configuration) { _, writer in
+            handled.add(1, ordering: .relaxed)
+            writer.respond(HTTPResponse(status: 200, body: answer))
+        }
+        server.start()
+        let client = try RawClient(port: server.port)
+        let requests = 4000
+        // The sending thread only writes, this one only reads: a socket takes both at once.
+        nonisolated(unsafe) let writer = client
+        let sender = Thread { writer.send(String(repeating: "GET /x HTTP/1.1\r\nHost: t\r\n\r\n", count: requests)) }
+        sender.start()
+        // Wait until the server stops taking requests (the count holds still for half a second).
+        var last = -1
+        for _ in 0..<40 {
+            try await Task.sleep(nanoseconds: 250_000_000)
+            let now = handled.load(ordering: .relaxed)
+            if now == last { break }
+            last = now
+        }
+        let taken = handled.load(ordering: .relaxed)
+        print("http: a client that never reads: \(taken) of \(requests) requests taken (\((taken * answer.count) >> 10) KiB of answers) before the server stopped reading")
+        #expect(taken < requests / 2, "the server stopped reading: \(taken) of \(requests) answered into buffers")
+        var received = 0
+        for _ in 0..<100 where received < requests * answer.count {
+            received += client.drain(seconds: 0.1)
+        }
+        #expect(handled.load(ordering: .relaxed) == requests)
+        #expect(received >= requests * answer.count, "every answer arrives once the client reads")
+        await server.shutdown(graceSeconds: 3)
+    }
+
     /// A connection with `maxPipelinedRequests` in flight is not read until answers go out: the loops used to
     /// keep reading (and buffering) past the cap.
     @Test func aConnectionIsNotReadPastThePipeliningCap() async throws {

@@ -66,6 +66,28 @@ public final class RawClient {
         return Self.parse(received).responses
     }
 
+    /// Reads until at least `count` bytes have arrived in all, the peer closes, or `timeout` passes; returns every
+    /// byte received so far, unparsed (for answers a parser of its own would misread, such as HEAD's).
+    public func bytes(atLeast count: Int, timeout: Double = 10) -> [UInt8] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while received.count < count && Date() < deadline {
+            if !readSome(until: deadline) { break }
+        }
+        return received
+    }
+
+    /// Reads and throws away what arrives for `seconds`; returns how many bytes that was.
+    public func drain(seconds: Double) -> Int {
+        let deadline = Date().addingTimeInterval(seconds)
+        var total = 0
+        while Date() < deadline {
+            if !readSome(until: deadline) { break }
+            total += received.count
+            received.removeAll(keepingCapacity: true)
+        }
+        return total
+    }
+
     /// True when the server closed the connection within `timeout`.
     public func closedByPeer(timeout: Double = 10) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)

@@ -78,11 +78,15 @@ struct DeadLettersCommand: TurnstileCommand {
     }
 
     func run(console: any Console, setup: HandlerSetup) async throws -> Int32 {
-        let runtime = try Receiver.load(configPath: configPath, existingStoreOnly: true, configure: setup.configure)
-        console.err("dead-letters: store \(runtime.config.store.description)")
+        // Only a retry that dispatches builds the handlers: listing and re-queueing open the store alone, so
+        // they never open (and repair) a sink that a running serve is writing.
+        let config = try TurnstileConfig.load(path: configPath)
+        try Receiver.requireExistingStore(config)
+        let store = try Receiver.openStore(config)
+        console.err("dead-letters: store \(config.store.description)")
         switch action {
         case .list:
-            for letter in try runtime.store.deadLetters(limit: Int.max) {
+            for letter in try store.deadLetters(limit: Int.max) {
                 var object = JSONObject()
                 object["id"] = .number(JSONNumber(letter.id))
                 object["handler"] = letter.handler.isEmpty ? .null : .string(letter.handler)
@@ -97,12 +101,13 @@ struct DeadLettersCommand: TurnstileCommand {
             }
             return ExitStatus.success
         case .retry(let ids):
-            let moved = try runtime.store.requeueDeadLetters(ids, now: SystemWallClock().now())
+            let moved = try store.requeueDeadLetters(ids, now: SystemWallClock().now())
             if let ids, moved == 0 {
                 throw UsageError("no dead letter with id \(ids[0])")
             }
             console.err("dead-letters: re-queued \(moved)")
             if dispatch {
+                let runtime = try Receiver.load(configPath: configPath, existingStoreOnly: true, configure: setup.configure)
                 let stats = try await runtime.batchDispatcher(logger: Logger(handler: StandardErrorLogHandler(), minimumLevel: .warning)).drain()
                 console.err("dead-letters: dispatched \(stats.dispatched), retried \(stats.retried), dead-lettered again \(stats.deadLettered)")
                 return stats.deadLettered > 0 ? ExitStatus.failure : ExitStatus.success
