@@ -61,6 +61,27 @@ public struct JSONWriter {
         JSONStringifier.writeString(text, into: &bytes)
     }
 
+    /// Replaces raw U+2028 and U+2029 in a serialised JSON text with `\u2028` and `\u2029`: JSON allows them
+    /// unescaped (only inside strings), but readers that split lines on them (Python's `str.splitlines`,
+    /// JavaScript line tools) would cut a JSON line there. For lines written out (the `jsonl` handler, the
+    /// log); never for the `JSON.stringify` form a signature is checked over.
+    public static func escapeLineSeparators(_ bytes: inout [UInt8]) {
+        guard bytes.contains(0xe2) else { return }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + 16)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == 0xe2, index + 2 < bytes.count, bytes[index + 1] == 0x80, bytes[index + 2] == 0xa8 || bytes[index + 2] == 0xa9 {
+                out.append(contentsOf: Array((bytes[index + 2] == 0xa8 ? "\\u2028" : "\\u2029").utf8))
+                index += 3
+            } else {
+                out.append(bytes[index])
+                index += 1
+            }
+        }
+        bytes = out
+    }
+
     /// Whether an object with these keys, in this order, must go through ``JSONObject``: a key repeats (the
     /// last value wins there) or is integer-like (JavaScript puts those first).
     public static func keysNeedJSONObject(_ keys: [String]) -> Bool {

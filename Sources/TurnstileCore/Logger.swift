@@ -63,6 +63,9 @@ public struct StandardErrorLogHandler: LogHandler {
     /// Writes every buffered line now.
     public func flush() { buffer?.flush() }
 
+    /// Lines the buffered handlers dropped because standard error was not read fast enough.
+    public static var droppedLines: UInt64 { LogBuffer.shared.droppedLines }
+
     public func log(level: LogLevel, message: String, metadata: [(String, String)]) {
         var bytes: [UInt8]
         let keys = ["ts", "level", "msg"] + metadata.map(\.0)
@@ -81,38 +84,58 @@ public struct StandardErrorLogHandler: LogHandler {
             for (key, value) in metadata { line.add(key, string: value) }
             bytes = line.finish()
         }
+        JSONWriter.escapeLineSeparators(&bytes)
         bytes.append(0x0a)
         if let buffer { buffer.append(bytes) } else { LogBuffer.write(bytes) }
     }
 }
 
-/// Pending log bytes, written by one background thread.
+/// Pending log bytes, written by one background thread. Logging never blocks the thread that logs (an event
+/// loop, the group-commit writer): the lines wait here, at most ``capacity`` bytes of them, and a line that
+/// would pass that while standard error is slow to read is dropped and counted (`/metrics`:
+/// `turnstile_log_lines_dropped_total`) instead of waiting.
 final class LogBuffer: Sendable {
     static let shared = LogBuffer()
-    private let pending = Locked<[UInt8]>([])
+    /// Bytes of lines that may wait for a slow standard error.
+    static let capacity = 4 << 20
+    private struct Pending {
+        var bytes: [UInt8] = []
+        var dropped: UInt64 = 0
+    }
+    private let pending = Locked(Pending())
+    private let wake = DispatchSemaphore(value: 0)
 
     private init() {
         Thread { [self] in
             Thread.current.name = "ts-log"  // From inside, so that the OS thread has the name too.
             while true {
-                usleep(50_000)
+                _ = wake.wait(timeout: .now() + .milliseconds(50))
                 flush()
             }
         }.start()
     }
 
+    /// Lines dropped since start because the buffer was full.
+    var droppedLines: UInt64 { pending.withLock { $0.dropped } }
+
     func append(_ bytes: [UInt8]) {
-        let full = pending.withLock { pending -> Bool in
-            pending += bytes
-            return pending.count >= 64 * 1024
+        let wakeWriter = pending.withLock { pending -> Bool in
+            guard pending.bytes.count + bytes.count <= Self.capacity else {
+                pending.dropped += 1
+                return false
+            }
+            let before = pending.bytes.count
+            pending.bytes += bytes
+            return before < 64 * 1024 && pending.bytes.count >= 64 * 1024
         }
-        if full { flush() }
+        if wakeWriter { wake.signal() }
     }
 
+    /// Writes what is pending, on the calling thread (the background writer, or a command at its end).
     func flush() {
         let bytes = pending.withLock { pending -> [UInt8] in
-            let taken = pending
-            pending.removeAll(keepingCapacity: true)
+            let taken = pending.bytes
+            pending.bytes.removeAll(keepingCapacity: pending.bytes.capacity <= 1 << 20)
             return taken
         }
         if !bytes.isEmpty { Self.write(bytes) }

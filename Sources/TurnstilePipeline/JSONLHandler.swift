@@ -82,6 +82,7 @@ public final class JSONLHandler: EventHandler {
 
     public func handle(_ event: GenericEvent, context: DispatchContext) async throws {
         var line = EventEnvelope.json(event, context: context)
+        JSONWriter.escapeLineSeparators(&line)
         line.append(0x0a)
         file.withLock { file in
             file.pending += line

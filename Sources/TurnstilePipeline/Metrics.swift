@@ -85,6 +85,9 @@ public final class PipelineMetrics: Sendable {
             let parts = key.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
             lines.append("turnstile_secret_matches_total{provider=\(quote(parts[0])),secret_index=\(quote(parts[1]))} \(count)")
         }
+        lines.append("# HELP turnstile_log_lines_dropped_total Log lines dropped because standard error was not read fast enough.")
+        lines.append("# TYPE turnstile_log_lines_dropped_total counter")
+        lines.append("turnstile_log_lines_dropped_total \(StandardErrorLogHandler.droppedLines)")
         lines.append("# HELP turnstile_queue_depth Events waiting for or in dispatch.")
         lines.append("# TYPE turnstile_queue_depth gauge")
         lines.append("turnstile_queue_depth \(queueDepth.map(String.init) ?? "NaN")")

@@ -154,3 +154,16 @@ import TurnstileCore
         #expect(JSONWriter.keysNeedJSONObject(["ts", "7"]))
     }
 }
+
+@Suite struct LineSeparatorTests {
+    /// Raw U+2028/U+2029 inside strings are valid JSON, but line tools split on them: written lines escape them.
+    @Test func writtenLinesEscapeU2028AndU2029() throws {
+        var bytes = JSONValue.object(JSONObject(["text": .string("a\u{2028}b\u{2029}c é")])).serialized().utf8.map { $0 }
+        #expect(bytes.contains(0xe2))
+        JSONWriter.escapeLineSeparators(&bytes)
+        let text = String(decoding: bytes, as: UTF8.self)
+        #expect(text == #"{"text":"a\u2028b\u2029c é"}"#)
+        #expect(text.split(whereSeparator: \.isNewline).count == 1)
+        #expect(try JSONParser.parse(text)["text"]?.stringValue == "a\u{2028}b\u{2029}c é")
+    }
+}

@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+import TurnstileCore
+import TurnstileTestSupport
+
+/// Faults of the surroundings that once stalled or exposed `serve`, through the real binary.
+@Suite(.serialized) struct OperatorFaultTests {
+    /// Standard error that nobody reads (a stuck log shipper): the receiver keeps answering, and the lines
+    /// that do not fit its buffer are dropped and counted. Logging used to write from the event loop once
+    /// 64 KiB had gathered, so a full pipe stalled every answer (`/healthz` took 6 s with a slow reader).
+    @Test func aLogNobodyReadsNeverStallsTheReceiver() throws {
+        let config = try TemporaryConfig(extra: #","listen":"127.0.0.1:0""#)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: turnstileBinary)
+        process.arguments = ["serve", "--config", config.path]
+        process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
+        process.standardOutput = FileHandle.nullDevice
+        let pipe = Pipe()
+        process.standardError = pipe
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        // Read up to the `listening` line, then never again: the pipe's 64 KiB fill up.
+        var head = ""
+        while !head.contains(#""msg":"listening""#) {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            head += String(decoding: chunk, as: UTF8.self)
+        }
+        let line = try #require(head.split(separator: "\n").first { $0.contains(#""msg":"listening""#) })
+        let address = try #require(try JSONParser.parse(String(line))["address"]?.stringValue)
+        let port = try #require(Int(address.split(separator: ":").last ?? ""))
+        // Each refused delivery logs a line of about 250 bytes: 3,000 are far past the pipe's 64 KiB, 30,000 past
+        // the 4 MiB buffer. A fresh connection per 500 keeps the client's own parsing short.
+        let forged = "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: sha256=\(String(repeating: "0", count: 64))\r\nContent-Length: 2\r\n\r\n{}"
+        func send(batches: Int) throws -> Int {
+            var answered = 0
+            for _ in 0..<batches {
+                let client = try RawClient(port: port)
+                client.send(String(repeating: forged, count: 500))
+                answered += client.responses(500, timeout: 20).count
+            }
+            return answered
+        }
+        #expect(try send(batches: 6) == 3000, "every request is answered while standard error is not read")
+        #expect(try healthStatus(port).status == 200)
+        let answered = try send(batches: 54) + 3000
+        let metrics = try RawClient(port: port)
+        metrics.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        let dropped = metrics.responses(1).first?.body.split(separator: "\n").first { $0.hasPrefix("turnstile_log_lines_dropped_total ") }
+            .flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        print("log: \(answered) requests answered with standard error unread; \(dropped) log lines dropped")
+        #expect(answered == 30_000)
+        #expect(dropped > 0)
+        kill(process.processIdentifier, SIGTERM)
+        // Reading again lets the drain finish.
+        _ = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
+}
