@@ -144,13 +144,21 @@ public struct Secret: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension TurnstileConfig {
-    /// True when `postgres://user:password@host` spells a password.
+    /// True when a `postgres://` URL spells a password: in its user part (`user:password@host`) or as a query
+    /// parameter (`?password=…`), whose name is percent-decoded first as libpq does (`?pass%77ord=…`).
     public static func urlHasPassword(_ url: String) -> Bool {
         guard let scheme = url.range(of: "://") else { return false }
         let rest = url[scheme.upperBound...]
+        if let query = rest.firstIndex(of: "?") {
+            for parameter in rest[rest.index(after: query)...].split(whereSeparator: { $0 == "&" }) {
+                let name = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+                let decoded = String(name).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(name)
+                if decoded.trimmingCharacters(in: .whitespaces).lowercased() == "password" { return true }
+            }
+        }
         guard let at = rest.firstIndex(of: "@") else { return false }
         let authority = rest[..<at]
-        return !authority.contains("/") && authority.contains(":")
+        return !authority.contains("/") && !authority.contains("?") && authority.contains(":")
     }
 
 
@@ -164,7 +172,7 @@ extension TurnstileConfig {
     public static func load(
         path: String, environment: [String: String]? = nil, schemas: SchemaCatalog? = nil
     ) throws(InputError) -> TurnstileConfig {
-        let bytes = try FileInput.read(path, limit: 1 << 20)
+        let bytes = try FileInput.read(path, limit: 1 << 20, regularOnly: true)
         let document: JSONValue
         do { document = try JSONParser.parse(bytes, repeatedKeys: .refuse) } catch {
             throw InputError(.invalidJSON, "not valid JSON: \(error.message)", file: path,
@@ -260,7 +268,7 @@ struct ConfigReader {
             }
             config.postgresPoolSize = Int(postgres["pool_size"]?.numberValue?.int64Value ?? 8)
         }
-        if case .postgres(let url) = store, url.contains("password=") || TurnstileConfig.urlHasPassword(url) {
+        if case .postgres(let url) = store, TurnstileConfig.urlHasPassword(url) {
             throw fail(.invalidValue, "the store URL carries a password; give it as postgres.password (env:NAME or file:PATH) instead",
                        at: "store")
         }
@@ -400,12 +408,18 @@ struct ConfigReader {
             guard !given.isEmpty else { throw fail(.invalidValue, "\"file:\" must be followed by a path", at: field) }
             let path = resolvePath(given)
             var bytes: [UInt8]
-            do { bytes = try FileInput.read(path, limit: 64 * 1024) } catch {
+            do { bytes = try FileInput.read(path, limit: 64 * 1024, regularOnly: true) } catch {
                 throw fail(.missingSecret, "secret file \(path) cannot be read: \(error.message)", at: field)
+            }
+            if bytes.starts(with: DotEnv.byteOrderMark) {
+                throw fail(.invalidSecret, "secret file \(path) starts with a UTF-8 byte order mark, which would become part of the secret; save it without one", at: field)
             }
             if bytes.last == 0x0a {
                 bytes.removeLast()
                 if bytes.last == 0x0d { bytes.removeLast() }
+            }
+            if bytes.contains(0x0d) || bytes.contains(0x0a) {
+                throw fail(.invalidSecret, "secret file \(path) holds more than one line (or a carriage return); a secret is one line", at: field)
             }
             guard !bytes.isEmpty else { throw fail(.invalidSecret, "secret file \(path) is empty", at: field) }
             return Secret(reference: reference, value: bytes)
@@ -417,12 +431,21 @@ struct ConfigReader {
 /// `KEY=VALUE` files, as `env_file` names them: `#` comments, blank lines, optional `export `, and
 /// values optionally in single or double quotes.
 public enum DotEnv {
+    static let byteOrderMark: [UInt8] = [0xef, 0xbb, 0xbf]
+
+    /// The `NAME=VALUE` lines of an env file. Lines may end in LF or CRLF (the CR is never part of a value);
+    /// a UTF-8 byte order mark at the start is refused, since it would end up in the first name or value.
     public static func read(_ path: String) throws(InputError) -> [(String, String)] {
-        let bytes = try FileInput.read(path, limit: 1 << 20)
+        let bytes = try FileInput.read(path, limit: 1 << 20, regularOnly: true)
+        if bytes.starts(with: byteOrderMark) {
+            throw InputError(.invalidValue, "starts with a UTF-8 byte order mark; save it without one", file: path, line: 1)
+        }
         var pairs: [(String, String)] = []
-        for (index, rawLine) in String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var line = rawLine.trimmingCharacters(in: .whitespaces)
-            if line.hasSuffix("\r") { line.removeLast() }
+        // Split on LF bytes: as a String, CRLF is one character and would not split on "\n".
+        for (index, rawBytes) in bytes.split(separator: 0x0a, omittingEmptySubsequences: false).enumerated() {
+            var lineBytes = rawBytes
+            if lineBytes.last == 0x0d { lineBytes = lineBytes.dropLast() }
+            var line = String(decoding: lineBytes, as: UTF8.self).trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
             if line.hasPrefix("export ") { line = String(line.dropFirst(7)) }
             guard let equals = line.firstIndex(of: "=") else {
@@ -435,6 +458,9 @@ public enum DotEnv {
             var value = String(line[line.index(after: equals)...])
             if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
                 value = String(value.dropFirst().dropLast())
+            }
+            guard !value.utf8.contains(0x0d) else {
+                throw InputError(.invalidValue, "the value of \(name) holds a carriage return", file: path, line: index + 1)
             }
             pairs.append((name, value))
         }
@@ -450,10 +476,16 @@ public enum DotEnv {
 /// Reading input files with a size limit and errors that name the file.
 public enum FileInput {
     /// The whole file, refusing one larger than `limit` bytes.
-    public static func read(_ path: String, limit: Int) throws(InputError) -> [UInt8] {
+    ///
+    /// - Parameter regularOnly: refuse anything but a regular file (a FIFO would block start-up until someone
+    ///   writes to it): for config, `env_file` and secret files.
+    public static func read(_ path: String, limit: Int, regularOnly: Bool = false) throws(InputError) -> [UInt8] {
         var status = stat()
         if stat(path, &status) == 0, status.st_mode & S_IFMT == S_IFDIR {
             throw InputError(.unreadableFile, "is a folder, not a file", file: path)
+        }
+        if regularOnly, stat(path, &status) == 0, status.st_mode & S_IFMT != S_IFREG {
+            throw InputError(.unreadableFile, "is not a regular file (a FIFO, socket or device), so it is not read", file: path)
         }
         guard let handle = FileHandle(forReadingAtPath: path) else {
             let exists = FileManager.default.fileExists(atPath: path)

@@ -48,6 +48,18 @@ public struct HeaderFields: Sendable, Hashable, Sequence {
 
     public var count: Int { fields.count }
 
+    /// Headers that carry a client's credentials to the receiver or a proxy, not the provider's signature: never
+    /// archived, exported or shown.
+    public static let credentialNames: Set<String> = ["authorization", "cookie", "proxy-authorization"]
+
+    /// These headers without ``credentialNames``.
+    public var withoutCredentials: HeaderFields {
+        guard fields.contains(where: { Self.credentialNames.contains($0.canonicalName) }) else { return self }
+        var kept = HeaderFields()
+        kept.fields = fields.filter { !Self.credentialNames.contains($0.canonicalName) }
+        return kept
+    }
+
     /// `name` with ASCII letters lower-cased.
     public static func canonical(_ name: String) -> String {
         if !name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5a }) { return name }

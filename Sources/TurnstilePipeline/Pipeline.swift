@@ -173,6 +173,8 @@ public struct Pipeline: Sendable {
         case .success(let verified):
             var delivery = original
             if delivery.receivedAt == nil { delivery.receivedAt = instant }
+            // The archive keeps what the provider sent, not a client's or a proxy's credentials.
+            delivery.headers = delivery.headers.withoutCredentials
             let eventType = verified.eventType
             let deadLetter = schemaViolation(eventType: eventType, body: delivery.body)
             let keep = retention[verified.provider] ?? Double(ProviderConfig.defaultRetentionSeconds)

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 internal import CSQLite
 
 /// A failed SQLite call: its result code, extended code and message. Bound values never appear here.
@@ -56,6 +59,12 @@ final class SQLiteConnection {
     init(path: String) throws(SQLiteError) {
         var pointer: OpaquePointer? = nil
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        // The store holds every body received: a new file is made 0600 here (SQLite would make it 0644), and
+        // SQLite gives its -wal and -shm files the database file's mode.
+        if !path.isEmpty, path != ":memory:", !path.hasPrefix("file:") {
+            let created = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if created >= 0 { close(created) }
+        }
         let status = sqlite3_open_v2(path, &pointer, flags, nil)
         guard status == SQLITE_OK, let pointer else {
             let message = pointer.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"

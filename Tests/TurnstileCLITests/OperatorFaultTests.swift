@@ -60,4 +60,35 @@ import TurnstileTestSupport
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)
     }
+
+    /// The store, its WAL and the jsonl sink hold every body received: created 0600 (they were 0644). A
+    /// delivery's `Authorization`, `Cookie` and `Proxy-Authorization` are not archived, so `export` never
+    /// prints them.
+    @Test func filesArePrivateAndCredentialsAreNotArchived() throws {
+        let config = try TemporaryConfig(extra: #","listen":"127.0.0.1:0""#)
+        let server = try RunningServer(config: config)
+        var delivery = try signedGitHub(7, folder: config.folder)
+        var headers = delivery["headers"]?.objectValue ?? JSONObject()
+        headers["Authorization"] = .string("Bearer proxy-token-123")
+        headers["Cookie"] = .string("session=cookie-456")
+        headers["Proxy-Authorization"] = .string("Basic cHJveHk6Nzg5")
+        var object = try #require(delivery.objectValue)
+        object["headers"] = .object(headers)
+        delivery = .object(object)
+        let client = try RawClient(port: server.port)
+        client.send(httpRequest(for: delivery))
+        #expect(client.responses(1).first?.status == 200)
+        for _ in 0..<200 where (try? config.eventLines().count) ?? 0 < 1 { usleep(20_000) }
+        #expect(server.stop() == 0)
+        for file in [config.store, config.store + "-wal", config.events] where FileManager.default.fileExists(atPath: file) {
+            let mode = ((try FileManager.default.attributesOfItem(atPath: file))[.posixPermissions] as? Int) ?? 0o777
+            #expect(mode & 0o077 == 0, "\(file) is \(String(mode, radix: 8))")
+        }
+        let export = try run(["export", "--config", config.path])
+        #expect(export.status == 0, "\(export.stderr)")
+        #expect(export.stdout.contains("X-Hub-Signature-256"))
+        for secret in ["proxy-token-123", "cookie-456", "cHJveHk6Nzg5", "Authorization", "Cookie"] {
+            #expect(!export.stdout.contains(secret), "export shows \(secret)")
+        }
+    }
 }

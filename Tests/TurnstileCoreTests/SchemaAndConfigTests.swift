@@ -236,6 +236,42 @@ func write(_ text: String, to path: String) throws {
     @Test func secretDescriptionHidesTheValue() {
         #expect(!Secret(reference: "env:X", value: Array("hunter2".utf8)).description.contains("hunter2"))
     }
+
+    private let syncFromEnvFile = #"{"env_file":"secrets.env","providers":{"sync":{"scheme":"sync","secrets":["env:SYNC_FROM_FILE"]}}}"#
+
+    /// An env file with CRLF line ends: the CR is not part of the value (it was, and every delivery failed).
+    @Test func envFileLinesMayEndInCRLF() throws {
+        let config = try load(syncFromEnvFile, environment: [:], files: ["secrets.env": "OTHER=x\r\nSYNC_FROM_FILE=whsec_crlf\r\n"])
+        #expect(config.providers[0].secrets[0].text == "whsec_crlf")
+    }
+
+    /// A byte order mark would end up in a name or a secret: refused, saying why.
+    @Test func byteOrderMarksAreRefused() throws {
+        let env = try #require(loadError(syncFromEnvFile, environment: [:], files: ["secrets.env": "\u{FEFF}SYNC_FROM_FILE=whsec_a\n"]))
+        #expect(env.message.contains("byte order mark") && env.file?.hasSuffix("secrets.env") == true)
+        let file = try #require(loadError(#"{"providers":{"sync":{"scheme":"sync","secrets":["file:sync.secret"]}}}"#, files: ["sync.secret": "\u{FEFF}whsec_a\n"]))
+        #expect(file.message.contains("byte order mark") && file.field == "providers.sync.secrets[0]")
+    }
+
+    /// A FIFO as env file (or config, or secret file) would block start-up until someone writes to it.
+    @Test func aFIFOIsRefusedWithoutBlocking() throws {
+        let folder = try temporaryFolder()
+        #expect(mkfifo(folder + "/secrets.env", 0o600) == 0)
+        try write(syncFromEnvFile, to: folder + "/turnstile.json")
+        #expect(throws: InputError.self) { try TurnstileConfig.load(path: folder + "/turnstile.json", environment: [:]) }
+        #expect(mkfifo(folder + "/fifo.json", 0o600) == 0)
+        #expect(throws: InputError.self) { try TurnstileConfig.load(path: folder + "/fifo.json", environment: [:]) }
+    }
+
+    /// libpq decodes query parameter names: `?pass%77ord=` is a password too.
+    @Test func aPercentEncodedPasswordParameterIsStillAPassword() throws {
+        for url in ["postgres://u@h/db?pass%77ord=x", "postgres://u@h/db?sslmode=disable&PASSWORD=x", "postgres://u:x@h/db", "postgres://u@h/db?%70assword=x"] {
+            #expect(TurnstileConfig.urlHasPassword(url), "\(url)")
+        }
+        for url in ["postgres://u@h/db", "postgres://u@h/db?sslmode=disable", "postgres://h:5432/db?user=u"] {
+            #expect(!TurnstileConfig.urlHasPassword(url), "\(url)")
+        }
+    }
 }
 
 @Suite struct DeliveryTests {
