@@ -43,7 +43,7 @@ let package = Package(
         // The shared store: the only importer of CLibPQ.
         .target(name: "TurnstilePostgres", dependencies: ["TurnstileCore", "TurnstileSync", "CLibPQ"]),
         // Dedup and dispatch: the pipeline, typed events, handlers and workers. Knows no SQL and no C.
-        .target(name: "TurnstilePipeline", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileSync"]),
+        .target(name: "TurnstilePipeline", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstileCrypto", "TurnstileSync"]),
         // epoll, eventfd and socket set-up, which Swift's Glibc module does not expose.
         .target(name: "CTurnstileLinux", cSettings: [.define("_GNU_SOURCE")]),
         // Our HTTP/1.1 server: knows nothing of webhooks.

@@ -40,7 +40,7 @@ public final class ExecHandler: EventHandler {
             if let value = getenv(name) { variables.append("\(name)=\(String(cString: value))") }
         }
         let environment = variables + [
-            "TURNSTILE_EVENT_ID=\(context.eventID)", "TURNSTILE_PROVIDER=\(context.provider)",
+            "TURNSTILE_EVENT_ID=\(context.eventID)", "TURNSTILE_EVENT=\(context.eventIdentity)", "TURNSTILE_DELIVERY=\(context.deliveryIdentity)", "TURNSTILE_PROVIDER=\(context.provider)",
             "TURNSTILE_EVENT_TYPE=\(context.eventType)", "TURNSTILE_EVENT_KEY=\(context.eventKey)",
             "TURNSTILE_RECEIVED_AT=\(context.receivedAt.iso8601)", "TURNSTILE_ATTEMPT=\(context.attempt)",
             "TURNSTILE_REPROCESS=\(context.isReprocess ? "1" : "0")", "TURNSTILE_HANDLER=\(context.handlerName)",

@@ -10,8 +10,9 @@ import Dispatch
 /// with a `whsec_` secret, so the receiving service can check it with any Standard Webhooks library.
 ///
 /// - 2xx is success; any other status, a refused connection or a timeout fails the call, which retries with
-///   the dispatcher's backoff. `webhook-id` is the same on every retry (`turnstile_<delivery id>`), so the
-///   receiver can drop repeats.
+///   the dispatcher's backoff. `webhook-id` is ``DispatchContext/deliveryIdentity``: the same on every retry,
+///   in every store and after a reprocess, and different for different events or handlers, so the receiver
+///   can drop repeats. A deliberate re-drive carries `turnstile-reprocess: true`.
 /// - Keep-alive connections are reused (an idle one is kept per call that may run at once).
 /// - Plain `http://` only, meant for services inside the same network; there is no TLS yet.
 /// - Calls block on threads of the handler's own, never on the cooperative pool.
@@ -82,7 +83,8 @@ public final class HTTPHandler: EventHandler {
         var headers = HTTPHeaders()
         headers.append(name: "Content-Type", value: "application/json")
         headers.append(name: "User-Agent", value: "Turnstile")
-        for field in try signer.signatureHeaders(body: body, at: clock.now(), id: "turnstile_\(context.eventID)") {
+        if context.isReprocess { headers.append(name: "turnstile-reprocess", value: "true") }
+        for field in try signer.signatureHeaders(body: body, at: clock.now(), id: context.deliveryIdentity) {
             headers.append(name: field.name, value: field.value)
         }
         let request = HTTPRequest(method: "POST", target: path, headers: headers, body: body)

@@ -1,12 +1,14 @@
 import TurnstileCore
 
 /// An event as Turnstile hands it outside the process (a `jsonl` line, an `http` request body, an `exec`
-/// command's stdin): `{"event_id":…,"provider":…,"event_type":…,"event_key":…,"received_at":…,"attempt":…,
+/// command's stdin): `{"event":"evt_…","delivery":"msg_…","event_id":…,"provider":…,"event_type":…,"event_key":…,"received_at":…,"attempt":…,
 /// "reprocess":…,"handler":…,"payload":<the body as JSON, or null>,"body":<the body as text when it is not JSON>}`.
 public enum EventEnvelope {
     /// The envelope as one line of JSON (no newline).
     public static func json(_ event: GenericEvent, context: DispatchContext) -> [UInt8] {
         var line = JSONWriter(reservingCapacity: event.body.count + 320)
+        line.add("event", string: context.eventIdentity)
+        line.add("delivery", string: context.deliveryIdentity)
         line.add("event_id", integer: context.eventID)
         line.add("provider", string: event.provider)
         line.add("event_type", string: event.type)

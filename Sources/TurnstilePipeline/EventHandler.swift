@@ -1,8 +1,10 @@
+import TurnstileCrypto
 public import TurnstileCore
 
 /// Where and how often an event reached a handler.
 public struct DispatchContext: Sendable, Hashable {
-    /// The queue's id for the event (stable across retries).
+    /// This store's queue id of the (event, handler) delivery: stable across its retries, but only within one
+    /// store. For an id that means the same everywhere, use ``eventIdentity`` or ``deliveryIdentity``.
     public var eventID: Int64
     public var provider: String
     public var eventType: String
@@ -25,6 +27,26 @@ public struct DispatchContext: Sendable, Hashable {
         self.attempt = attempt
         self.isReprocess = isReprocess
         self.handlerName = handlerName
+    }
+
+    /// The event's identity everywhere: `evt_` and 32 hex digits of a SHA-256 of the provider and the event
+    /// key, so the same at every handler, on every retry, in every store and instance, after an export and
+    /// `replay --reprocess`, and after a move from SQLite to PostgreSQL; different for different events.
+    public var eventIdentity: String { Self.identity("evt_", [provider, eventKey]) }
+
+    /// This event's delivery to this handler: `msg_` and 32 hex digits of a SHA-256 of the provider, the event
+    /// key and the handler's name. The `http` handler sends it as `webhook-id`, which Standard Webhooks
+    /// receivers deduplicate on; a deliberate re-drive (``isReprocess``) keeps it and says so in the envelope's
+    /// `reprocess` and the `turnstile-reprocess` header.
+    public var deliveryIdentity: String { Self.identity("msg_", [provider, eventKey, handlerName]) }
+
+    private static func identity(_ prefix: String, _ parts: [String]) -> String {
+        var bytes: [UInt8] = Array("turnstile identity v1".utf8)
+        for part in parts {
+            bytes.append(0)
+            bytes += Array(part.utf8)
+        }
+        return prefix + Hex.encode(Array(SHA256.hash(bytes).prefix(16)))
     }
 }
 

@@ -27,6 +27,48 @@ import TurnstileTestSupport
         return (path, folder)
     }
 
+    /// `webhook-id` (the envelope's `delivery`) and `event` name the event, not a store's row: one fixture set
+    /// through a SQLite file, through PostgreSQL, and exported from SQLite and reprocessed into a fresh store,
+    /// gives every event the same identities (`turnstile_<row id>` collided across stores).
+    @Test func identitiesAreTheSameInEveryStoreAndAfterAReprocess() throws {
+        guard let (postgresPath, postgresFolder) = try config() else { return }
+        func identities(_ folder: String) throws -> [String: String] {
+            var found: [String: String] = [:]
+            for line in try String(contentsOfFile: folder + "/events.jsonl", encoding: .utf8).split(separator: "\n") {
+                let event = try JSONParser.parse(String(line))
+                let key = (event["provider"]?.stringValue ?? "") + "|" + (event["event_key"]?.stringValue ?? "")
+                found[key] = (event["event"]?.stringValue ?? "") + " " + (event["delivery"]?.stringValue ?? "")
+            }
+            return found
+        }
+        func sqliteConfig() throws -> (path: String, folder: String) {
+            let folder = try temporaryFolder()
+            let fixtures = try JSONParser.parse(String(contentsOfFile: repositoryRoot + "/fixtures/turnstile.json", encoding: .utf8))
+            try """
+                {"store":"sqlite:\(folder)/t.db","env_file":"\(repositoryRoot)/fixtures/secrets.env","max_body_bytes":65536,
+                 "providers":\(fixtures["providers"]!.serialized()),
+                 "handlers":[{"name":"all-events","type":"jsonl","path":"\(folder)/events.jsonl","events":["*"]}]}
+                """.write(toFile: folder + "/turnstile.json", atomically: true, encoding: .utf8)
+            return (folder + "/turnstile.json", folder)
+        }
+        let sqlite = try sqliteConfig()
+        #expect(try run(["replay", "--config", sqlite.path, "fixtures/"]).status == 0)
+        #expect(try run(["replay", "--config", postgresPath, "fixtures/"]).status == 0)
+        let export = try run(["export", "--config", sqlite.path])
+        let exported = sqlite.folder + "/export.ndjson"
+        try export.stdout.write(toFile: exported, atomically: true, encoding: .utf8)
+        let fresh = try sqliteConfig()
+        // A store that has seen other events first, so its row ids differ from the original's.
+        #expect(try run(["replay", "--config", fresh.path, "fixtures/deliveries/stripe.ndjson"]).status == 0)
+        try FileManager.default.removeItem(atPath: fresh.folder + "/events.jsonl")
+        #expect(try run(["replay", "--config", fresh.path, "--reprocess", exported]).status == 0)
+        let (original, shared, reprocessed) = (try identities(sqlite.folder), try identities(postgresFolder), try identities(fresh.folder))
+        #expect(original.count >= 20)
+        #expect(shared == original)
+        #expect(reprocessed == original)
+        #expect(Set(original.values).count == original.count, "different events, different identities")
+    }
+
     @Test func theMainJobPassesOnPostgreSQL() throws {
         guard let (path, folder) = try config() else { return }
         let replay = try run(["replay", "--config", path, "--check", "fixtures/"])
