@@ -15,7 +15,8 @@ public struct HTTPServerConfiguration: Sendable {
     public var headerTimeoutSeconds = 10.0
     /// Time to receive a request's body once its head is in.
     public var bodyTimeoutSeconds = 30.0
-    /// How long an idle keep-alive connection stays open.
+    /// How long an idle keep-alive connection stays open, and how long a connection may go without its peer
+    /// reading any of the answers that wait for it.
     public var idleTimeoutSeconds = 60.0
     /// Open connections beyond which new ones are refused at once (503, then closed). The server lowers it
     /// further so that connections never take the last descriptors of `RLIMIT_NOFILE`
@@ -638,10 +639,12 @@ final class EventLoop: @unchecked Sendable {
             }
             if written > 0 {
                 connection.outboundOffset += written
+                connection.writeStalledSince = nil
                 continue
             }
             if written < 0 && errno == EINTR { continue }
             if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                connection.writeStalledSince = connection.writeStalledSince ?? now
                 if !connection.wantsWrite {
                     connection.wantsWrite = true
                     updateInterest(connection)
@@ -664,7 +667,11 @@ final class EventLoop: @unchecked Sendable {
 
     private func updateTimers(_ connection: Connection) {
         let moment = now
-        if connection.parser.isReadingBody {
+        if answersUnread(connection) {
+            // The server, not the peer, holds the next request back: the head timer waits, and the write stall
+            // (``HTTPServerConfiguration/idleTimeoutSeconds`` without progress) bounds the connection instead.
+            connection.headStarted = nil
+        } else if connection.parser.isReadingBody {
             connection.headStarted = nil
             connection.bodyStarted = connection.bodyStarted ?? moment
         } else {
@@ -688,6 +695,9 @@ final class EventLoop: @unchecked Sendable {
             } else if let start = connection.bodyStarted, moment - start > configuration.bodyTimeoutSeconds {
                 close(connection)
             } else if let start = connection.idleSince, moment - start > configuration.idleTimeoutSeconds {
+                close(connection)
+            } else if let start = connection.writeStalledSince, moment - start > configuration.idleTimeoutSeconds {
+                // A peer that has read none of its answers for that long.
                 close(connection)
             }
         }
@@ -759,6 +769,8 @@ final class Connection {
     var answeringBodyBytes: [Int: Int] = [:]
     var headStarted: Double?
     var bodyStarted: Double?
+    /// Since when answers wait for a socket that takes none of them.
+    var writeStalledSince: Double?
     var idleSince: Double?
 
     init(id: UInt64, fd: Int32, limits: HTTPLimits, openedAt: Double) {

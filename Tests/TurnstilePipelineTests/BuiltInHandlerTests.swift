@@ -73,8 +73,11 @@ final class CheckingReceiver: Sendable {
         let seen = receiver.seen
         #expect(seen.count == 3)
         #expect(seen.allSatisfy { $0.verified }, "Turnstile's standard-webhooks verifier accepts every request")
-        #expect(seen.allSatisfy { $0.webhookID?.hasPrefix("turnstile_") == true })
         let envelope = try JSONParser.parse(seen[0].body)
+        // webhook-id is the delivery's stable identity, the same as the envelope's `delivery`.
+        #expect(seen.allSatisfy { $0.webhookID?.hasPrefix("msg_") == true })
+        #expect(seen[0].webhookID == envelope["delivery"]?.stringValue)
+        #expect(Set(seen.compactMap(\.webhookID)).count == 3)
         #expect(envelope["event_type"]?.stringValue == "github.push")
         #expect(envelope["handler"]?.stringValue == "crm")
         #expect(envelope["payload"]?["n"] != nil)
