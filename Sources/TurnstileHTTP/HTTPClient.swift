@@ -55,7 +55,16 @@ public final class HTTPClient {
     }
 
     private func connect() throws(HTTPServerError) {
-        let milliseconds = timeoutSeconds.map { Int(min(max($0, 0.001), 86_400) * 1000) } ?? 0
+        // Within what is left of the request's time, not a whole timeout of its own.
+        var milliseconds = 0
+        if deadline > 0 {
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard now < deadline else {
+                timedOut = true
+                throw HTTPServerError(message: "\(host):\(port) did not answer within \(timeoutSeconds ?? 0) s")
+            }
+            milliseconds = max(1, Int((deadline - now) / 1_000_000))
+        }
         fd = CTurnstileLinux_connect_timeout(host, Int32(port), milliseconds)
         guard fd >= 0 else { throw HTTPServerError(message: "cannot connect to \(host):\(port): \(String(cString: strerror(errno)))") }
         buffer = HTTPByteBuffer()
@@ -66,11 +75,22 @@ public final class HTTPClient {
         fd = -1
     }
 
+    /// Sends all of `bytes` within the request's deadline: a receiver that stops reading the request holds the
+    /// call no longer than the timeout (sends never block; the socket is polled for room until the deadline).
     private func writeAll(_ bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            let flags = Int32(MSG_NOSIGNAL) | (deadline > 0 ? Int32(MSG_DONTWAIT) : 0)
+            let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, flags) }
             if written < 0 && errno == EINTR { continue }
+            if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && deadline > 0 {
+                let now = DispatchTime.now().uptimeNanoseconds
+                guard now < deadline else { timedOut = true; return false }
+                var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                let ready = poll(&descriptor, 1, Int32(min((deadline - now) / 1_000_000 + 1, 86_400_000)))
+                if ready == 0 { timedOut = true; return false }
+                continue
+            }
             if written <= 0 { return false }
             offset += written
         }

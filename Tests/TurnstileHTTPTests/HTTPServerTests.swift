@@ -202,3 +202,38 @@ final class HeldWriters: Sendable {
         for writer in taken { writer.respond(HTTPResponse(status: 200)) }
     }
 }
+
+/// The client's timeout is the whole call's: connecting, sending and receiving.
+@Suite struct HTTPClientTimeoutTests {
+    /// A receiver that accepts and never reads: an 8 MiB request fills the socket buffers, and the call still
+    /// ends at its timeout (sending was not covered: attempts took 15.6 s and 20.6 s with a 5 s timeout).
+    @Test func aReceiverThatNeverReadsTheRequestTimesTheCallOut() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        #expect(listen(listener, 4) == 0)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let outcome = Locked<String?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            let client = HTTPClient(host: "127.0.0.1", port: port, timeoutSeconds: 0.5)
+            do {
+                _ = try client.send(HTTPRequest(method: "POST", target: "/", body: [UInt8](repeating: 0x78, count: 8 << 20)))
+                outcome.withLock { $0 = "answered" }
+            } catch {
+                outcome.withLock { $0 = "\(error)" }
+            }
+            done.signal()
+        }.start()
+        // The connection is accepted (so connect succeeds) and never read.
+        let accepted = accept(listener, nil, nil)
+        defer { if accepted >= 0 { close(accepted) } }
+        #expect(done.wait(timeout: .now() + 20) == .success, "the call ended while the receiver still had not read")
+        #expect(outcome.withLock { $0 }?.contains("did not answer within 0.5 s") == true, "\(outcome.withLock { $0 } ?? "")")
+    }
+}
