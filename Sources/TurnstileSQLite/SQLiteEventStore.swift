@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 public import TurnstileCore
 internal import CSQLite
 import TurnstileSync
@@ -82,7 +85,36 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         }
         self.path = path
         self.connection = opened
+        self.fileIdentity = Self.identity(of: path)
         walFrames.initialize(to: 0)
+    }
+
+    /// The device and inode of the file the store opened (nil in memory).
+    private let fileIdentity: FileIdentity?
+
+    struct FileIdentity: Equatable {
+        let device: UInt64
+        let inode: UInt64
+    }
+
+    static func identity(of path: String) -> FileIdentity? {
+        guard path != ":memory:", !path.hasPrefix("file:") else { return nil }
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        return FileIdentity(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
+    }
+
+    /// Refuses to go on when the store's path no longer names the file that is open (deleted, or replaced by
+    /// another file): writes would go into a file nobody will open again, and their events be lost at the
+    /// next start. Checked before every admission and by the write check behind `/healthz`.
+    private func checkFileIsStillThere() throws(StoreError) {
+        guard let fileIdentity else { return }
+        guard let now = Self.identity(of: path) else {
+            throw StoreError(.unavailable, "the store file \(path) was deleted while open; nothing more is acknowledged until serve restarts on a store at that path")
+        }
+        guard now == fileIdentity else {
+            throw StoreError(.unavailable, "the store file \(path) was replaced while open (another file is at that path now); nothing more is acknowledged until serve restarts")
+        }
     }
 
     deinit {
@@ -286,6 +318,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
     // MARK: Health
 
     public func checkWritable(now: Instant) throws(StoreError) {
+        try checkFileIsStillThere()
         try withConnection("write check") { db in
             try db.transaction {
                 try db.prepare("INSERT INTO health (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at")
@@ -304,6 +337,7 @@ public final class SQLiteEventStore: EventStore, @unchecked Sendable {
         // The header text and the nonces' hashes are made before the write lock is taken.
         let headers = batch.map { Self.archived($0.delivery.headers) }
         let nonces = batch.map { (signature: LoggedNonce($0.signatureNonce), event: LoggedNonce($0.eventNonce)) }
+        try checkFileIsStillThere()
         return try withConnection("admit") { db in
             var logged: [(hash: UInt64, row: Int64)] = []
             do {

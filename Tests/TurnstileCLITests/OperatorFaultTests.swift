@@ -91,4 +91,25 @@ import TurnstileTestSupport
             #expect(!export.stdout.contains(secret), "export shows \(secret)")
         }
     }
+
+    /// The store file deleted, or replaced by another, while `serve` runs: deliveries were acknowledged into
+    /// the unlinked file and lost at the next start. Now they are answered 503 and `/healthz` says why.
+    @Test(arguments: ["deleted", "replaced"])
+    func aStoreFileDeletedOrReplacedWhileServingIsNotWrittenTo(how: String) throws {
+        let config = try TemporaryConfig(extra: #","listen":"127.0.0.1:0""#)
+        let server = try RunningServer(config: config)
+        defer { _ = server.stop() }
+        func post(_ index: Int) throws -> Int {
+            let client = try RawClient(port: server.port)
+            client.send(httpRequest(for: try signedGitHub(index, folder: config.folder)))
+            return client.responses(1).first?.status ?? 0
+        }
+        #expect(try post(1) == 200)
+        try FileManager.default.removeItem(atPath: config.store)
+        if how == "replaced" { try Data("not the store".utf8).write(to: URL(fileURLWithPath: config.store)) }
+        #expect(try post(2) == 503)
+        let health = try healthStatus(server.port)
+        #expect(health.status == 503)
+        #expect(health.body.contains(how), "\(health.body)")
+    }
 }
