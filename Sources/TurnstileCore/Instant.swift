@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TurnstileSync
 
 /// A point in time as seconds since 1970-01-01T00:00:00Z, with the ISO 8601 forms providers use.
 public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
@@ -137,6 +138,47 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
 /// Where "now" comes from. Tests and `--now` inject a fixed clock; nothing in Turnstile sleeps to test time.
 public protocol WallClock: Sendable {
     func now() -> Instant
+}
+
+/// Wall time that never runs backwards: the real-time clock when it is ahead, otherwise the last reading
+/// carried forward by the monotonic clock. Dispatch schedules retries and leases with it, so a wall clock
+/// stepped back (an hour, by NTP or an operator) does not hold due retries back by as much; a step forward is
+/// followed at once. What is stored for people and compared with providers' timestamps reads the real clock.
+public final class ForwardWallClock: WallClock, Sendable {
+    private struct Anchor {
+        var wall: Double
+        var monotonic: UInt64
+    }
+    private let anchor: Locked<Anchor>
+    private let real: any WallClock
+    private let monotonic: @Sendable () -> UInt64
+
+    /// - Parameters: `real` and `monotonic` (nanoseconds) are the system's clocks unless a test drives them.
+    public init(real: any WallClock = SystemWallClock(), monotonic: @escaping @Sendable () -> UInt64 = ForwardWallClock.monotonicNanoseconds) {
+        self.real = real
+        self.monotonic = monotonic
+        anchor = Locked(Anchor(wall: real.now().secondsSince1970, monotonic: monotonic()))
+    }
+
+    public func now() -> Instant {
+        let real = self.real.now().secondsSince1970
+        let monotonic = self.monotonic()
+        return Instant(secondsSince1970: anchor.withLock { anchor in
+            let carried = anchor.wall + Double(monotonic &- anchor.monotonic) / 1e9
+            if real >= carried {
+                anchor = Anchor(wall: real, monotonic: monotonic)
+                return real
+            }
+            return carried
+        })
+    }
+
+    /// CLOCK_MONOTONIC in nanoseconds.
+    public static func monotonicNanoseconds() -> UInt64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &spec)
+        return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
+    }
 }
 
 /// The system's real-time clock.

@@ -60,7 +60,7 @@ public final class Dispatcher: Sendable {
 
     /// - Parameter observer: told of every handler run (delivery, handler name, success, seconds), for metrics.
     public init(store: any EventStore, registry: HandlerRegistry, settings: DispatchSettings,
-                clock: any WallClock = SystemWallClock(), logger: Logger = .silent,
+                clock: any WallClock = ForwardWallClock(), logger: Logger = .silent,
                 observer: (@Sendable (QueuedEvent, String, Bool, Double) -> Void)? = nil) {
         self.store = store
         self.registry = registry

@@ -1,5 +1,6 @@
 import Testing
 import TurnstileCore
+import TurnstileSync
 
 @Suite struct EncodingTests {
     @Test func hexRoundTripAndStrictness() throws {
@@ -44,5 +45,26 @@ import TurnstileCore
     @Test func formatsBack() {
         #expect(Instant(secondsSince1970: 1_768_503_846).iso8601 == "2026-01-15T19:04:06Z")
         #expect(Instant(secondsSince1970: 1_594_708_659.598).iso8601 == "2020-07-14T06:37:39.598Z")
+    }
+}
+
+@Suite struct ForwardWallClockTests {
+    final class Stepped: WallClock, @unchecked Sendable {
+        var seconds: Double = 1_767_225_600
+        func now() -> Instant { Instant(secondsSince1970: seconds) }
+    }
+
+    /// The wall clock stepped back an hour: dispatch's clock carries on from where it was (retries due in a
+    /// second are due in a second, not in an hour and a second); a step forward is followed at once.
+    @Test func aWallClockSteppedBackDoesNotTurnBackDispatchTime() {
+        let wall = Stepped()
+        let ticks = Locked<UInt64>(0)
+        let clock = ForwardWallClock(real: wall, monotonic: { ticks.withLock { $0 } })
+        #expect(clock.now().secondsSince1970 == 1_767_225_600)
+        wall.seconds -= 3600
+        ticks.withLock { $0 = 2_000_000_000 }
+        #expect(clock.now().secondsSince1970 == 1_767_225_602, "two monotonic seconds after the last reading")
+        wall.seconds += 7200
+        #expect(clock.now().secondsSince1970 == 1_767_225_600 + 3600, "a step forward is followed")
     }
 }
