@@ -40,6 +40,10 @@ public struct HTTPRequest: Sendable, Hashable {
     public var minorVersion: Int
     public var headers: HTTPHeaders
     public var body: [UInt8]
+    /// The peer's address (`127.0.0.1:53210`, `[::1]:53210`) as the server accepted it; empty when unknown.
+    public var peer: String = ""
+    /// An id of this request, unique within this server's run (`<run>-<connection>-<n>`), for the log.
+    public var id: String = ""
 
     public init(method: String, target: String, minorVersion: Int = 1, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
         self.method = method

@@ -400,11 +400,36 @@ final class EventLoop: @unchecked Sendable {
             let id = nextID
             nextID += 1
             let connection = Connection(id: id, fd: fd, limits: configuration.limits, openedAt: now)
+            connection.peer = Self.peerAddress(fd)
             connections[id] = connection
             connection.interest = CTurnstileLinux_EPOLLIN | CTurnstileLinux_EPOLLRDHUP
             _ = CTurnstileLinux_epoll_ctl(epoll, CTurnstileLinux_EPOLL_CTL_ADD, fd, connection.interest, id)
         }
     }
+
+    /// `host:port` of the socket's peer, or empty.
+    private static func peerAddress(_ fd: Int32) -> String {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let got = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
+        }
+        guard got == 0 else { return "" }
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        var service = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+        let named = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                getnameinfo($0, length, &host, socklen_t(host.count), &service, socklen_t(service.count), NI_NUMERICHOST | NI_NUMERICSERV)
+            }
+        }
+        guard named == 0 else { return "" }
+        let address = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let port = String(decoding: service.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
+    }
+
+    /// This run's tag in request ids, so ids from two runs of one server differ.
+    private static let runTag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
 
     // MARK: Reading, with backpressure
 
@@ -551,8 +576,10 @@ final class EventLoop: @unchecked Sendable {
                     connection.outbound.append(contentsOf: Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
                     flush(connection)
                 }
-            case .request(let request):
+            case .request(var request):
                 let sequence = connection.nextSequence
+                request.peer = connection.peer
+                request.id = Self.runTag + "-" + String(connection.id, radix: 36) + "-" + String(sequence, radix: 36)
                 connection.nextSequence += 1
                 connection.inFlight += 1
                 // The body stays counted against the budget until its answer is written.
@@ -748,6 +775,8 @@ final class Connection {
     var outbound: [UInt8] = []
     var outboundOffset = 0
     var ready: [Int: HTTPResponse] = [:]
+    /// The peer's address, for the log.
+    var peer = ""
     /// Sequence numbers of HEAD requests not answered yet.
     var headRequests: Set<Int> = []
     var nextSequence = 0

@@ -311,11 +311,13 @@ public final class Dispatcher: Sendable {
                 switch plan.action {
                 case .deadLetter(let reason):
                     stats.deadLettered += 1
-                    logger.error("dead-lettered", ["event_id": String(plan.event.id), "handler": entry.name, "event_type": plan.event.eventType,
+                    logger.error("dead-lettered", ["event": DispatchContext.eventIdentity(provider: plan.event.provider, eventKey: plan.event.eventKey),
+                                                   "event_id": String(plan.event.id), "handler": entry.name, "event_type": plan.event.eventType,
                                                    "reason": reason.rawValue, "attempts": String(plan.event.attempt), "error": plan.message])
                 case .retry(let at):
                     stats.retried += 1
                     logger.warning(held.isEmpty ? "handler failed; will retry" : "handler failed; its breaker is open", [
+                        "event": DispatchContext.eventIdentity(provider: plan.event.provider, eventKey: plan.event.eventKey),
                         "event_id": String(plan.event.id), "handler": entry.name, "event_type": plan.event.eventType,
                         "attempt": String(plan.event.attempt),
                         "retry_in_s": String(format: "%.3f", max(0, at.secondsSince1970 - now.secondsSince1970)), "error": plan.message,
@@ -393,7 +395,12 @@ public final class Dispatcher: Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         do {
             try await entry.handle(event, context)
-            observer?(event, entry.name, true, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            observer?(event, entry.name, true, seconds)
+            // One event can be followed through the log: its delivery line, then each handler's attempts.
+            logger.info("handler ran", ["event": context.eventIdentity, "delivery": context.deliveryIdentity, "handler": entry.name,
+                                        "event_type": event.eventType, "attempt": String(event.attempt),
+                                        "duration_ms": String(format: "%.2f", seconds * 1000)])
             return nil
         } catch {
             observer?(event, entry.name, false, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)

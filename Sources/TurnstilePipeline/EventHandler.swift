@@ -32,7 +32,10 @@ public struct DispatchContext: Sendable, Hashable {
     /// The event's identity everywhere: `evt_` and 32 hex digits of a SHA-256 of the provider and the event
     /// key, so the same at every handler, on every retry, in every store and instance, after an export and
     /// `replay --reprocess`, and after a move from SQLite to PostgreSQL; different for different events.
-    public var eventIdentity: String { Self.identity("evt_", [provider, eventKey]) }
+    public var eventIdentity: String { Self.eventIdentity(provider: provider, eventKey: eventKey) }
+
+    /// ``eventIdentity`` of the event `eventKey` of `provider`.
+    public static func eventIdentity(provider: String, eventKey: String) -> String { identity("evt_", [provider, eventKey]) }
 
     /// This event's delivery to this handler: `msg_` and 32 hex digits of a SHA-256 of the provider, the event
     /// key and the handler's name. The `http` handler sends it as `webhook-id`, which Standard Webhooks

@@ -94,7 +94,8 @@ struct WebhookRoutes: Sendable {
         if state.shuttingDown || state.queueDepth > receiver.config.queueBound {
             let reason = state.shuttingDown ? "shutting down" : "queue over its bound"
             metrics.recordDelivery(provider: provider, outcome: .rejected, reason: .storeUnavailable, seconds: 0)
-            logger.warning("delivery", ["provider": shownProvider, "outcome": "rejected", "reason": "store_unavailable", "detail": reason, "status": "503"])
+            logger.warning("delivery", ["provider": shownProvider, "outcome": "rejected", "reason": "store_unavailable", "detail": reason, "status": "503",
+                                        "request_id": request.id, "peer": request.peer])
             return writer.respond(HTTPResponse.json(503, Self.unavailable, headers: ["Retry-After": "5"]))
         }
         var headers = HeaderFields()
@@ -112,12 +113,22 @@ struct WebhookRoutes: Sendable {
                     logger.warning("delivery", [
                         "provider": shownProvider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
                         "detail": verdict.detail ?? "-", "status": "503", "latency_ms": LogFormat.milliseconds(seconds),
+                        "request_id": request.id, "peer": request.peer,
+                    ])
+                } else if verdict.outcome == .rejected {
+                    // The same explanation `verify` and `replay` print (`signed 400 s before now; at most 300 s allowed`).
+                    logger.info("delivery", [
+                        "provider": shownProvider, "outcome": "rejected", "reason": verdict.reason?.rawValue ?? "-",
+                        "detail": verdict.detail ?? "-", "status": String(answer.status), "latency_ms": LogFormat.milliseconds(seconds),
+                        "request_id": request.id, "peer": request.peer,
                     ])
                 } else {
                     logger.info("delivery", [
                         "provider": shownProvider, "outcome": verdict.outcome.rawValue, "reason": verdict.reason?.rawValue ?? "-",
                         "event_key": verdict.eventKey ?? "-", "secret_index": verdict.secretIndex.map(String.init) ?? "-",
                         "status": String(answer.status), "latency_ms": LogFormat.milliseconds(seconds),
+                        "event": verdict.eventKey.map { DispatchContext.eventIdentity(provider: provider, eventKey: $0) } ?? "-",
+                        "request_id": request.id, "peer": request.peer,
                     ])
                 }
                 var responseHeaders = HTTPHeaders()

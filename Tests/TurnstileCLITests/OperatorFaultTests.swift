@@ -112,4 +112,42 @@ import TurnstileTestSupport
         #expect(health.status == 503)
         #expect(health.body.contains(how), "\(health.body)")
     }
+
+    /// One event followed through serve's log: a refused delivery's line explains why (as `verify` does) with
+    /// a request id and the peer; an accepted one names the event, and each handler run logs the same event
+    /// with its duration.
+    @Test func theLogExplainsRefusalsAndFollowsAnEventThroughItsHandlers() throws {
+        let config = try TemporaryConfig(extra: #","listen":"127.0.0.1:0""#)
+        let server = try RunningServer(config: config)
+        defer { _ = server.stop() }
+        let stale = try signedDelivery("stripe", #"{"id":"evt_stale","type":"x"}"#)
+        var object = try #require(stale.objectValue)
+        var headers = try #require(object["headers"]?.objectValue)
+        let signature = try #require(headers["Stripe-Signature"]?.stringValue)
+        headers["Stripe-Signature"] = .string(signature.replacingOccurrences(of: "v1=", with: "v1=00"))
+        object["headers"] = .object(headers)
+        let client = try RawClient(port: server.port)
+        client.send(httpRequest(for: .object(object)))
+        #expect(client.responses(1).first?.status == 401)
+        let accepted = try RawClient(port: server.port)
+        accepted.send(httpRequest(for: try signedGitHub(3, folder: config.folder)))
+        #expect(accepted.responses(1).first?.status == 200)
+        var lines: [JSONValue] = []
+        for _ in 0..<200 {
+            lines = try server.log().compactMap { try? JSONParser.parse($0) }
+            if lines.contains(where: { $0["msg"]?.stringValue == "handler ran" }) { break }
+            usleep(25_000)
+        }
+        let refused = try #require(lines.first { $0["outcome"]?.stringValue == "rejected" })
+        #expect(refused["reason"]?.stringValue == "malformed_signature" || refused["reason"]?.stringValue == "invalid_signature")
+        #expect((refused["detail"]?.stringValue ?? "-") != "-", "the explanation is logged")
+        #expect(refused["peer"]?.stringValue?.hasPrefix("127.0.0.1:") == true)
+        #expect((refused["request_id"]?.stringValue ?? "").count > 4)
+        let delivery = try #require(lines.first { $0["outcome"]?.stringValue == "accepted" })
+        let ran = try #require(lines.first { $0["msg"]?.stringValue == "handler ran" })
+        #expect(delivery["event"]?.stringValue?.hasPrefix("evt_") == true)
+        #expect(ran["event"]?.stringValue == delivery["event"]?.stringValue)
+        #expect(ran["handler"]?.stringValue == "all-events" && ran["duration_ms"] != nil)
+        #expect(delivery["request_id"]?.stringValue != refused["request_id"]?.stringValue)
+    }
 }
