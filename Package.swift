@@ -50,7 +50,8 @@ let package = Package(
         .target(name: "TurnstileHTTP", dependencies: ["CTurnstileLinux", "TurnstileSync"]),
         // The built-in handlers that reach outside the process: `http` (Standard Webhooks-signed POSTs) and
         // `exec` (a command per event), and the registry a config describes.
-        .target(name: "TurnstileHandlers", dependencies: ["TurnstileCore", "TurnstilePipeline", "TurnstileIngest", "TurnstileHTTP", "TurnstileSync"]),
+        .target(name: "TurnstileHandlers", dependencies: ["TurnstileCore", "TurnstilePipeline", "TurnstileIngest", "TurnstileHTTP", "TurnstileSync",
+                                                          "CTurnstileLinux"]),
         // The library front: a config file wired into a receiver (`receive` from any web framework).
         .target(name: "Turnstile", dependencies: ["TurnstileCore", "TurnstileIngest", "TurnstilePipeline", "TurnstileSQLite", "TurnstilePostgres",
                                                   "TurnstileHandlers"]),

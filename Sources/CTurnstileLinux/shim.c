@@ -8,6 +8,8 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <spawn.h>
 
 _Static_assert(sizeof(uint64_t) == sizeof(epoll_data_t), "epoll_data_t holds a uint64_t");
 
@@ -138,4 +140,12 @@ int CTurnstileLinux_connect_timeout(const char *host, int port, long timeout_ms)
 int CTurnstileLinux_nodelay(int fd) {
     int yes = 1;
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
+}
+
+int CTurnstileLinux_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
+}
+
+int CTurnstileLinux_spawn_close_from(void *actions, int lowest) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowest);
 }

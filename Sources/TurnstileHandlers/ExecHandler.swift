@@ -4,6 +4,7 @@ import Glibc
 import TurnstileCore
 public import TurnstilePipeline
 import Dispatch
+internal import CTurnstileLinux
 import Foundation
 
 /// The built-in `exec` handler: runs a command (an argv list, no shell, no PATH lookup) once per event, with
@@ -61,11 +62,10 @@ public final class ExecHandler: EventHandler {
         var output: String
     }
 
-    /// A pipe whose ends close on exec (the child gets them through dup2 only).
+    /// A pipe whose ends are close-on-exec from the moment they exist (the child gets them through dup2 only),
+    /// so a command spawned by another worker at that moment does not inherit them.
     private static func openPipe(_ ends: inout [Int32]) -> Bool {
-        guard pipe(&ends) == 0 else { return false }
-        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-        return true
+        ends.withUnsafeMutableBufferPointer { CTurnstileLinux_pipe_cloexec($0.baseAddress) } == 0
     }
 
     /// Spawns, feeds stdin, collects output, and waits until the command exits or its time is up.
@@ -84,6 +84,8 @@ public final class ExecHandler: EventHandler {
         posix_spawn_file_actions_adddup2(&actions, toChild[0], 0)
         posix_spawn_file_actions_adddup2(&actions, fromChild[1], 1)
         posix_spawn_file_actions_adddup2(&actions, fromChild[1], 2)
+        // Every other descriptor closes in the child, whether or not it was opened close-on-exec.
+        _ = CTurnstileLinux_spawn_close_from(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -125,6 +127,9 @@ public final class ExecHandler: EventHandler {
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
                 ending = (status & 0x7f) == 0 ? .exited((status >> 8) & 0xff) : .signalled(status & 0x7f)
+                // The command's process group ends with it: a child it left running in the background
+                // (a daemonised helper) would otherwise outlive the attempt, and serve.
+                kill(-pid, SIGKILL)
                 break
             }
             let now = DispatchTime.now().uptimeNanoseconds

@@ -44,4 +44,13 @@ int CTurnstileLinux_connect_timeout(const char *host, int port, long timeout_ms)
 /// Sets TCP_NODELAY.
 int CTurnstileLinux_nodelay(int fd);
 
+
+/// A pipe whose both ends are close-on-exec from the start (pipe2 with O_CLOEXEC), so no child spawned by
+/// another thread at that moment inherits them. Returns 0, or -1 with errno.
+int CTurnstileLinux_pipe_cloexec(int fds[2]);
+
+/// Adds "close every descriptor from `lowest` up" to posix_spawn file actions (glibc 2.34+), so a spawned
+/// command inherits only stdin, stdout and stderr. `actions` is a posix_spawn_file_actions_t *. Returns 0 or an errno.
+int CTurnstileLinux_spawn_close_from(void *actions, int lowest);
+
 #endif
