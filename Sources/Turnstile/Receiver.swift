@@ -94,10 +94,23 @@ public struct Receiver: Sendable {
 
     /// Throws unless the store `config` names exists already (an in-memory store always passes).
     public static func requireExistingStore(_ config: TurnstileConfig) throws(InputError) {
-        guard case .sqlite(let path) = config.store, path != ":memory:" else { return }
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw InputError(.unreadableFile, "there is no store at \(path), and this command does not create one; check store",
-                             file: config.file, field: "store")
+        switch config.store {
+        case .sqlite(let path):
+            guard path != ":memory:" else { return }
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw InputError(.unreadableFile, "there is no store at \(path), and this command does not create one; check store",
+                                 file: config.file, field: "store")
+            }
+        case .postgres(let url):
+            let password = config.postgresPassword.map { String(decoding: $0.value, as: UTF8.self) }
+            let exists: Bool
+            do { exists = try PostgresEventStore.storeExists(url: url, password: password) } catch {
+                throw InputError(.unreadableFile, error.message, file: config.file, field: "store")
+            }
+            guard exists else {
+                throw InputError(.unreadableFile, "the PostgreSQL database has no Turnstile store (no turnstile_schema table in its schema), and this command does not create one; run turnstile migrate or serve first",
+                                 file: config.file, field: "store")
+            }
         }
     }
 

@@ -26,8 +26,8 @@ import Foundation
 ///
 /// Tables are prefixed `turnstile_`, so the store can live in a database the team already runs.
 public final class PostgresEventStore: EventStore, Sendable {
-    /// The schema version this code writes.
-    public static let schemaVersion = 1
+    /// The schema version this code writes: one per migration, so it cannot fall behind them.
+    public static var schemaVersion: Int { migrations.count }
 
     private let url: String
     private let password: String?
@@ -354,6 +354,17 @@ public final class PostgresEventStore: EventStore, Sendable {
             try db.transaction {
                 for table in PartitionedTable.allCases { try Self.createPartitions(covering: days, of: table, in: db) }
             }
+        }
+    }
+
+    /// Whether the database (in the URL's schema) holds a Turnstile store already, without creating anything:
+    /// store commands (`dead-letters`, `export`, …) refuse to run on one that does not.
+    public static func storeExists(url: String, password: String?) throws(StoreError) -> Bool {
+        do {
+            let db = try PostgresConnection(url: url, password: password)
+            return try db.query("SELECT to_regclass('turnstile_schema') IS NOT NULL").rows.first?.text(0) == "t"
+        } catch {
+            throw StoreError(error.isTransient ? .unavailable : .misuse, "cannot look for the store: \(error)", cause: error)
         }
     }
 

@@ -69,6 +69,30 @@ import TurnstileTestSupport
         #expect(Set(original.values).count == original.count, "different events, different identities")
     }
 
+    /// Store commands against a database with no store refuse (exit 2) and create nothing, as on SQLite.
+    @Test func storeCommandsRefuseAnEmptyDatabase() throws {
+        guard let (path, _) = try config() else { return }
+        for command in [["dead-letters", "--config", path, "list"], ["export", "--config", path], ["dispatch", "--config", path]] {
+            let result = try run(command)
+            #expect(result.status == 2, "\(command[0]): \(result.stderr)")
+            #expect(result.stderr.contains("no Turnstile store"), "\(result.stderr)")
+        }
+        // Nothing was created: migrate still finds an empty schema and makes the store.
+        #expect(try run(["dead-letters", "--config", path, "list"]).status == 2)
+        #expect(try run(["migrate", "--config", path]).status == 0)
+        #expect(try run(["dead-letters", "--config", path, "list"]).status == 0)
+    }
+
+    /// `migrate` reports the version the database is at (it printed 1 while the database was at 2).
+    @Test func migrateReportsTheVersionTheDatabaseIsAt() throws {
+        guard let (path, _) = try config() else { return }
+        let migrated = try run(["migrate", "--config", path])
+        #expect(migrated.status == 0, "\(migrated.stderr)")
+        let reported = try JSONParser.parse(migrated.stdout)["schema_version"]?.numberValue?.int64Value
+        #expect(reported == Int64(PostgresEventStore.migrations.count))
+        #expect((reported ?? 0) >= 2)
+    }
+
     @Test func theMainJobPassesOnPostgreSQL() throws {
         guard let (path, folder) = try config() else { return }
         let replay = try run(["replay", "--config", path, "--check", "fixtures/"])
