@@ -42,7 +42,7 @@ public struct HTTPRequest: Sendable, Hashable {
     public var body: [UInt8]
     /// The peer's address (`127.0.0.1:53210`, `[::1]:53210`) as the server accepted it; empty when unknown.
     public var peer: String = ""
-    /// An id of this request, unique within this server's run (`<run>-<connection>-<n>`), for the log.
+    /// An id of this request, unique within this server's run (`<run>-<n>`), for the log.
     public var id: String = ""
 
     public init(method: String, target: String, minorVersion: Int = 1, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {

@@ -428,6 +428,9 @@ final class EventLoop: @unchecked Sendable {
         return address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
     }
 
+    /// Requests taken by every loop of this process, for request ids.
+    private static let requestCount = Atomic<UInt64>(0)
+
     /// This run's tag in request ids, so ids from two runs of one server differ.
     private static let runTag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
 
@@ -579,7 +582,8 @@ final class EventLoop: @unchecked Sendable {
             case .request(var request):
                 let sequence = connection.nextSequence
                 request.peer = connection.peer
-                request.id = Self.runTag + "-" + String(connection.id, radix: 36) + "-" + String(sequence, radix: 36)
+                // Connection ids are per loop: a process-wide count keeps request ids apart across loops.
+                request.id = Self.runTag + "-" + String(Self.requestCount.add(1, ordering: .relaxed).newValue, radix: 36)
                 connection.nextSequence += 1
                 connection.inFlight += 1
                 // The body stays counted against the budget until its answer is written.
@@ -717,7 +721,9 @@ final class EventLoop: @unchecked Sendable {
     private func expire() {
         let moment = now
         for connection in Array(connections.values) {
-            if let start = connection.headStarted, moment - start > configuration.headerTimeoutSeconds, connection.inFlight == 0 {
+            if let start = connection.headStarted, moment - start > configuration.headerTimeoutSeconds, connection.inFlight == 0,
+               !answersUnread(connection) {
+                // (While its answers wait unread the server holds the next request back, not the peer.)
                 close(connection)
             } else if let start = connection.bodyStarted, moment - start > configuration.bodyTimeoutSeconds {
                 close(connection)
