@@ -481,11 +481,12 @@ public enum FileInput {
     ///   writes to it): for config, `env_file` and secret files.
     public static func read(_ path: String, limit: Int, regularOnly: Bool = false) throws(InputError) -> [UInt8] {
         var status = stat()
-        if stat(path, &status) == 0, status.st_mode & S_IFMT == S_IFDIR {
-            throw InputError(.unreadableFile, "is a folder, not a file", file: path)
-        }
-        if regularOnly, stat(path, &status) == 0, status.st_mode & S_IFMT != S_IFREG {
-            throw InputError(.unreadableFile, "is not a regular file (a FIFO, socket or device), so it is not read", file: path)
+        if stat(path, &status) == 0 {
+            let kind = status.st_mode & S_IFMT
+            if kind == S_IFDIR { throw InputError(.unreadableFile, "is a folder, not a file", file: path) }
+            if regularOnly, kind != S_IFREG {
+                throw InputError(.unreadableFile, "is not a regular file (a FIFO, socket or device), so it is not read", file: path)
+            }
         }
         guard let handle = FileHandle(forReadingAtPath: path) else {
             let exists = FileManager.default.fileExists(atPath: path)

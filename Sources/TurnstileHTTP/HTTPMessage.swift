@@ -42,8 +42,14 @@ public struct HTTPRequest: Sendable, Hashable {
     public var body: [UInt8]
     /// The peer's address (`127.0.0.1:53210`, `[::1]:53210`) as the server accepted it; empty when unknown.
     public var peer: String = ""
-    /// An id of this request, unique within this server's run (`<run>-<n>`), for the log.
-    public var id: String = ""
+    /// The server's count of this request (1 for its first), 0 when it did not come through a server.
+    public var number: UInt64 = 0
+    /// An id of this request, unique within this server's run (`<run>-<n>`), for the log: formatted only when
+    /// asked, so requests that are never logged pay nothing for it.
+    public var id: String { Self.runTag + "-" + String(number, radix: 36) }
+
+    /// This run's tag in request ids, so ids from two runs of one server differ.
+    static let runTag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
 
     public init(method: String, target: String, minorVersion: Int = 1, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = []) {
         self.method = method

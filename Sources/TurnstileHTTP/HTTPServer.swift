@@ -431,9 +431,6 @@ final class EventLoop: @unchecked Sendable {
     /// Requests taken by every loop of this process, for request ids.
     private static let requestCount = Atomic<UInt64>(0)
 
-    /// This run's tag in request ids, so ids from two runs of one server differ.
-    private static let runTag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
-
     // MARK: Reading, with backpressure
 
     /// Unparsed bytes a connection may hold before it is no longer read: a whole head plus one read.
@@ -583,7 +580,7 @@ final class EventLoop: @unchecked Sendable {
                 let sequence = connection.nextSequence
                 request.peer = connection.peer
                 // Connection ids are per loop: a process-wide count keeps request ids apart across loops.
-                request.id = Self.runTag + "-" + String(Self.requestCount.add(1, ordering: .relaxed).newValue, radix: 36)
+                request.number = Self.requestCount.add(1, ordering: .relaxed).newValue
                 connection.nextSequence += 1
                 connection.inFlight += 1
                 // The body stays counted against the budget until its answer is written.
